@@ -1,0 +1,32 @@
+"""LAMP engine: the video UNet, its weights, sampling, post-processing and training. Never imports ComfyUI.
+
+The public entry points (fixed names, see DESIGN.md) are imported lazily so that ``import lamp_model``
+stays cheap and a missing optional dependency of one part does not break the others.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "LampUNet3D": "unet3d",
+    "inflate_unet": "unet3d",
+    "trainable_parameters": "unet3d",
+    "load_unet": "weights",
+    "save_motion": "weights",
+    "sample_video": "sampling",
+    "shared_noise": "noise",
+    "adain_latent": "postprocess",
+    "match_histogram": "postprocess",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lamp_model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

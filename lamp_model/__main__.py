@@ -1,0 +1,30 @@
+"""``python -m lamp_model <command>``: the engine's command line (no ComfyUI needed).
+
+Each command lives in its own module and exposes ``main(argv)``; this file only dispatches.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "smoke": ("lamp_model.smoke", "whole pipeline on a tiny random model, writes a video file"),
+    "convert": ("lamp_model.weights", "official unet/ folder -> compact motion file (.safetensors)"),
+    "train": ("lamp_model.train", "few-shot motion training (also: python -m lamp_model.train)"),
+    "demo": ("lamp_model.toy.demo", "toy-world demo with the shipped tiny weights (CPU, < 1 min)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        print("usage: python -m lamp_model <command> [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<8} {help_text}")
+        return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

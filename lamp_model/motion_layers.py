@@ -1,0 +1,78 @@
+"""The layers LAMP adds to an SD-1.x UNet: the gated causal temporal conv and the frame-pooled GroupNorm.
+
+Hidden states inside the LAMP UNet are kept "folded": a video batch ``(B, C, F, H, W)`` travels as
+``(B*F, C, H, W)`` with frames next to each other, so every per-frame operation (the SD convs, the
+spatial attention) runs on a free view; only the layers below mix frames, and they are told ``num_frames``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GatedCausalConv(nn.Module):
+    """LAMP's "temporal-spatial motion learning layer" (the official ``InflatedConv3d``).
+
+    ``out = y + sigmoid(conv_gate(y)) * conv1d_t(y)`` with ``y = conv2d(x)`` applied per frame. The
+    temporal branch is a kernel-3 conv over frames at every pixel whose taps see frames ``t-2, t-1, t``
+    (zero before frame 0): it never looks at a future frame ("video prediction"). The gate is one scalar
+    per pixel per frame, shared by all channels. ``conv1d`` and ``conv_gate`` start at zero, so a freshly
+    inflated layer equals the pretrained conv (gate 0.5 times a zero branch).
+
+    Parameter names (``conv2d``, ``conv_gate``, ``conv1d``) equal the official checkpoints'.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+        self.conv_gate = nn.Conv2d(out_channels, 1, kernel_size=3, stride=1, padding=1)
+        self.conv1d = nn.Conv1d(out_channels, out_channels, kernel_size=3, stride=1, padding=2)
+        for p in (*self.conv_gate.parameters(), *self.conv1d.parameters()):
+            nn.init.zeros_(p)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        y = self.conv2d(x)
+        gate = torch.sigmoid(self.conv_gate(y))
+        return y + gate * causal_temporal_conv(y, self.conv1d.weight, self.conv1d.bias, num_frames)
+
+
+def causal_temporal_conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         num_frames: int) -> torch.Tensor:
+    """Kernel-3 causal conv over frames of folded ``y`` ``(B*F, C, H, W)``; ``weight`` is ``[C, C, 3]``.
+
+    Equal to the official rearrange → ``Conv1d(padding=2)`` → drop the last two outputs, but computed
+    as one 1x1 conv that applies all three taps at once, followed by frame-shifted adds: no copy of the
+    activations into a pixels-major layout and no Python loop over frames.
+    """
+    bf, c, h, w = y.shape
+    b = bf // num_frames
+    taps = weight.shape[-1]
+    # [C_out, C_in, K] -> [K*C_out, C_in, 1, 1]: block k of the output holds W_k @ y.
+    stacked = weight.permute(2, 0, 1).reshape(taps * c, c, 1, 1)
+    z = F.conv2d(y, stacked).view(b, num_frames, taps, c, h, w)
+    out = z[:, :, taps - 1].clone() if bias is None else z[:, :, taps - 1] + bias.view(1, 1, c, 1, 1)
+    for lag in range(1, min(taps, num_frames)):  # taps, not frames: at most two shifted adds
+        out[:, lag:] += z[:, : num_frames - lag, taps - 1 - lag]
+    return out.view(bf, c, h, w)
+
+
+class FramePooledGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics pool over all frames of a video, as the official 5-D GroupNorm does.
+
+    The official resnets and ``conv_norm_out`` apply ``nn.GroupNorm`` to ``(B, C, F, H, W)``, so the mean
+    and variance of a group are taken over ``(C/G, F, H, W)``: every frame of a video shares them. This
+    is needed to reproduce the official weights, and it makes the output depend on the video length.
+    Statistics are computed in fp32 for fp16/bf16 inputs.
+    """
+
+    def forward(self, x: torch.Tensor, num_frames: int = 1) -> torch.Tensor:  # type: ignore[override]
+        bf, c, h, w = x.shape
+        g = self.num_groups
+        grouped = x.view(bf // num_frames, num_frames, g, c // g, h * w).float()
+        var, mean = torch.var_mean(grouped, dim=(1, 3, 4), keepdim=True, correction=0)
+        normed = ((grouped - mean) * torch.rsqrt(var + self.eps)).view(bf, c, h, w).to(x.dtype)
+        if self.affine:
+            normed = normed * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        return normed
