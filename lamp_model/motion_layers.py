@@ -21,7 +21,12 @@ class GatedCausalConv(nn.Module):
     inflated layer equals the pretrained conv (gate 0.5 times a zero branch).
 
     Parameter names (``conv2d``, ``conv_gate``, ``conv1d``) equal the official checkpoints'.
+
+    ``temporal_mode`` exists for ablations: ``"causal"`` (official), ``"centered"`` (a plain temporal
+    conv with taps ``t-1, t, t+1``) or ``"off"`` (no temporal branch: the layer is the SD conv alone).
     """
+
+    temporal_mode = "causal"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0) -> None:
@@ -34,13 +39,20 @@ class GatedCausalConv(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         y = self.conv2d(x)
+        if self.temporal_mode == "off":
+            return y
         gate = torch.sigmoid(self.conv_gate(y))
-        return y + gate * causal_temporal_conv(y, self.conv1d.weight, self.conv1d.bias, num_frames)
+        shift = 1 if self.temporal_mode == "centered" else 0
+        return y + gate * causal_temporal_conv(y, self.conv1d.weight, self.conv1d.bias, num_frames, shift)
 
 
 def causal_temporal_conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         num_frames: int) -> torch.Tensor:
+                         num_frames: int, lookahead: int = 0) -> torch.Tensor:
     """Kernel-3 causal conv over frames of folded ``y`` ``(B*F, C, H, W)``; ``weight`` is ``[C, C, 3]``.
+
+    Tap ``k`` multiplies frame ``t - (K-1) + k + lookahead``; ``lookahead=0`` is the official causal
+    conv, ``lookahead=1`` a centred (non-causal) one, used only for ablations. Frames outside the clip
+    count as zero.
 
     Equal to the official rearrange → ``Conv1d(padding=2)`` → drop the last two outputs, but computed
     as one 1x1 conv that applies all three taps at once, followed by frame-shifted adds: no copy of the
@@ -52,9 +64,15 @@ def causal_temporal_conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     # [C_out, C_in, K] -> [K*C_out, C_in, 1, 1]: block k of the output holds W_k @ y.
     stacked = weight.permute(2, 0, 1).reshape(taps * c, c, 1, 1)
     z = F.conv2d(y, stacked).view(b, num_frames, taps, c, h, w)
-    out = z[:, :, taps - 1].clone() if bias is None else z[:, :, taps - 1] + bias.view(1, 1, c, 1, 1)
-    for lag in range(1, min(taps, num_frames)):  # taps, not frames: at most two shifted adds
-        out[:, lag:] += z[:, : num_frames - lag, taps - 1 - lag]
+    out = torch.zeros_like(z[:, :, 0]) if bias is None else bias.view(1, 1, c, 1, 1).expand_as(z[:, :, 0]).clone()
+    for k in range(taps):  # one shifted add per tap, never a loop over frames
+        lag = taps - 1 - k - lookahead  # output frame t reads input frame t - lag
+        if lag >= num_frames or -lag >= num_frames:
+            continue
+        if lag >= 0:
+            out[:, lag:] += z[:, : num_frames - lag, k]
+        else:
+            out[:, :lag] += z[:, -lag:, k]
     return out.view(bf, c, h, w)
 
 

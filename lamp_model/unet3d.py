@@ -263,6 +263,14 @@ class LampUNet3D(nn.Module):
         for block in (*self.down_blocks, *self.up_blocks):
             block.gradient_checkpointing = enabled
 
+    def set_temporal_conv_mode(self, mode: str) -> None:
+        """``"causal"`` (official), ``"centered"`` or ``"off"`` for every motion conv (ablations only)."""
+        if mode not in {"causal", "centered", "off"}:
+            raise ValueError(f"temporal conv mode must be causal, centered or off, not {mode!r}")
+        for module in self.modules():
+            if isinstance(module, GatedCausalConv):
+                module.temporal_mode = mode
+
     def set_first_frame_kv_only(self, enabled: bool = True) -> None:
         """Frame-0 keys/values computed once per video (default) or for every frame (official way)."""
         for module in self.modules():

@@ -122,3 +122,28 @@ def test_half_precision_forward(tiny_unet, dtype):
 def test_non_sd1_configs_are_refused(tiny_config, change):
     with pytest.raises(UnsupportedConfigError, match="SD-1"):
         LampUNet3D({**tiny_config, **change})
+
+
+def test_temporal_conv_modes(tiny_unet):
+    x, ctx = torch.randn(1, 4, 4, 8, 8), torch.randn(1, 5, 16)
+    outs = {}
+    with torch.no_grad():
+        for mode in ("causal", "centered", "off"):
+            tiny_unet.set_temporal_conv_mode(mode)
+            outs[mode] = tiny_unet(x, 300, ctx)
+    tiny_unet.set_temporal_conv_mode("causal")
+    assert not torch.allclose(outs["causal"], outs["centered"])
+    assert not torch.allclose(outs["causal"], outs["off"])
+    with pytest.raises(ValueError):
+        tiny_unet.set_temporal_conv_mode("sideways")
+
+
+def test_centered_conv_sees_next_frame():
+    conv = GatedCausalConv(2, 2, 1)
+    torch.nn.init.normal_(conv.conv1d.weight)
+    conv.temporal_mode = "centered"
+    x = torch.randn(5, 2, 3, 3)
+    x2 = x.clone()
+    x2[3] += 1
+    y, y2 = conv(x, 5), conv(x2, 5)
+    assert not torch.allclose(y[2], y2[2]) and torch.allclose(y[1], y2[1])
