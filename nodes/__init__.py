@@ -1,3 +1,33 @@
-"""ComfyUI node adapters for LAMP (filled in by the nodes issue)."""
+"""ComfyUI node adapters for LAMP: thin classes that turn ComfyUI types into engine calls.
+
+Every ComfyUI service goes through :mod:`nodes.host`. The training nodes live in ``nodes/train_nodes.py``
+(optional here: if that module fails to import, the error is logged and the other nodes still load).
+"""
+from __future__ import annotations
+
+import logging
+
+from . import host
+
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+
+def _merge(module) -> None:
+    NODE_CLASS_MAPPINGS.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
+    NODE_DISPLAY_NAME_MAPPINGS.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
+
+
+host.register_lamp_folder()
+
+try:
+    from . import train_nodes as _train_nodes
+except ModuleNotFoundError as e:  # not written yet / removed: nothing to merge
+    if e.name != f"{__name__}.train_nodes":
+        logging.getLogger("ComfyUI-LAMP").error("[LAMP] training nodes not loaded: %s", e)
+except Exception as e:  # noqa: BLE001 - a broken optional module must not take the whole pack down
+    logging.getLogger("ComfyUI-LAMP").exception("[LAMP] training nodes not loaded: %s", e)
+else:
+    _merge(_train_nodes)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "host"]
