@@ -5,6 +5,7 @@ Every ComfyUI service goes through :mod:`nodes.host`. The training nodes live in
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
 from . import host
@@ -21,7 +22,7 @@ def _merge(module) -> None:
 host.register_lamp_folder()
 
 try:
-    from . import train_nodes as _train_nodes
+    _train_nodes = importlib.import_module(".train_nodes", __name__)
 except ModuleNotFoundError as e:  # not written yet / removed: nothing to merge
     if e.name != f"{__name__}.train_nodes":
         logging.getLogger("ComfyUI-LAMP").error("[LAMP] training nodes not loaded: %s", e)
