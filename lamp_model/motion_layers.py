@@ -43,7 +43,7 @@ class GatedCausalConv(nn.Module):
             return y
         gate = torch.sigmoid(self.conv_gate(y))
         shift = 1 if self.temporal_mode == "centered" else 0
-        return y + gate * causal_temporal_conv(y, self.conv1d.weight, self.conv1d.bias, num_frames, shift)
+        return torch.addcmul(y, gate, causal_temporal_conv(y, self.conv1d.weight, self.conv1d.bias, num_frames, shift))
 
 
 def causal_temporal_conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -87,10 +87,13 @@ class FramePooledGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor, num_frames: int = 1) -> torch.Tensor:  # type: ignore[override]
         bf, c, h, w = x.shape
-        g = self.num_groups
-        grouped = x.view(bf // num_frames, num_frames, g, c // g, h * w).float()
-        var, mean = torch.var_mean(grouped, dim=(1, 3, 4), keepdim=True, correction=0)
-        normed = ((grouped - mean) * torch.rsqrt(var + self.eps)).view(bf, c, h, w).to(x.dtype)
+        b, g = bf // num_frames, self.num_groups
+        grouped = x.view(b, num_frames, g, c // g, h * w)
+        var, mean = torch.var_mean(grouped.float(), dim=(1, 3, 4), correction=0)  # (B, G) each
+        # Fold normalisation and affine into one per-(sample, channel) scale and shift: one pass over x.
+        scale = torch.rsqrt(var + self.eps).repeat_interleave(c // g, dim=1)  # (B, C)
+        shift = -mean.repeat_interleave(c // g, dim=1) * scale
         if self.affine:
-            normed = normed * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
-        return normed
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        scale, shift = scale.to(x.dtype)[:, None, :, None], shift.to(x.dtype)[:, None, :, None]
+        return torch.addcmul(shift, x.view(b, num_frames, c, h * w), scale).view(bf, c, h, w)
