@@ -21,6 +21,11 @@ def _merge(module) -> None:
 
 host.register_lamp_folder()
 
+from . import color_match, first_frame, loader_nodes, sampler, shared_noise  # noqa: E402
+
+for _module in (loader_nodes, first_frame, shared_noise, sampler, color_match):
+    _merge(_module)
+
 try:
     _train_nodes = importlib.import_module(".train_nodes", __name__)
 except ModuleNotFoundError as e:  # not written yet / removed: nothing to merge

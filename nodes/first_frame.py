@@ -1,0 +1,114 @@
+"""LAMP First Frame: the image that sets the content of the video, encoded with the SD-1.x VAE."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import host
+
+log = logging.getLogger("ComfyUI-LAMP")
+
+RESIZE_MODES = ["stretch", "center-crop", "pad"]
+#: SD-1.x UNets halve the latent three times; other sizes work but are padded inside the UNet.
+UNET_MULTIPLE = 64
+
+
+def fit_image(image: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
+    """Resize one IMAGE ``[1,H,W,3]`` (0..1) to ``[1,height,width,3]``.
+
+    ``stretch`` (the official pipeline) ignores the aspect ratio; ``center-crop`` fills the frame and cuts
+    the overflow; ``pad`` fits the whole image and fills the rest with black.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"LAMP First Frame: resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    x = image.movedim(-1, 1).float()
+    _, _, h0, w0 = x.shape
+    if (h0, w0) == (height, width):
+        return x.movedim(1, -1)
+
+    def resize(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+    if mode == "stretch":
+        x = resize(x, height, width)
+    elif mode == "center-crop":
+        s = max(height / h0, width / w0)
+        h, w = max(height, math.ceil(h0 * s)), max(width, math.ceil(w0 * s))
+        x = resize(x, h, w)
+        top, left = (h - height) // 2, (w - width) // 2
+        x = x[:, :, top:top + height, left:left + width]
+    else:
+        s = min(height / h0, width / w0)
+        h, w = min(height, max(1, round(h0 * s))), min(width, max(1, round(w0 * s)))
+        x = resize(x, h, w)
+        top, left = (height - h) // 2, (width - w) // 2
+        x = F.pad(x, (left, width - w - left, top, height - h - top), value=0.0)
+    return x.movedim(1, -1).contiguous()
+
+
+class LampFirstFrame:
+    """LAMP First Frame: IMAGE + SD-1.x VAE → a video LATENT whose frame 0 is the image."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "Frame one: from SD-XL (VAE Decode), LoadImage, a ControlNet edit… "
+                                           "With a batch, the first image is used."}),
+            "vae": ("VAE", {"tooltip": "The VAE of the SD-1.x checkpoint the LAMP model is built on."}),
+            "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
+                              "tooltip": "Video width in pixels, a multiple of 8 (LAMP is trained at 512×320)."}),
+            "height": ("INT", {"default": 320, "min": 64, "max": 2048, "step": 8,
+                               "tooltip": "Video height in pixels, a multiple of 8 (LAMP is trained at 512×320)."}),
+            "frames": ("INT", {"default": 16, "min": 2, "max": 128,
+                               "tooltip": "Number of video frames including frame one (LAMP is trained on 16)."}),
+            "resize": (RESIZE_MODES, {"default": "stretch",
+                                      "tooltip": "How the image is fitted to width×height: stretch (official), "
+                                                 "center-crop, or pad with black."}),
+        }}
+
+    RETURN_TYPES = ("LATENT", "IMAGE")
+    RETURN_NAMES = ("latent", "first_frame")
+    OUTPUT_TOOLTIPS = ("Video latent [frames,4,h,w]: frame 0 is the encoded image, the rest is filled by the "
+                       "LAMP Sampler.", "The resized frame one as the VAE saw it.")
+    FUNCTION = "encode"
+    CATEGORY = "LAMP"
+    DESCRIPTION = ("Sets the content of the video: resizes frame one to the video size and encodes it with the "
+                   "SD-1.x VAE. The LAMP Sampler keeps this frame clean and only generates the motion after it.")
+
+    def encode(self, image: torch.Tensor, vae: Any, width: int = 512, height: int = 320, frames: int = 16,
+               resize: str = "stretch") -> tuple[dict, torch.Tensor]:
+        if not torch.is_tensor(image) or image.ndim != 4 or image.shape[0] < 1 or image.shape[-1] not in (3, 4):
+            shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+            raise ValueError(f"LAMP First Frame: 'image' must be a ComfyUI IMAGE [N,H,W,3], got {shape}.")
+        for name, value in (("width", width), ("height", height)):
+            if value % 8:
+                raise ValueError(f"LAMP First Frame: {name} {value} is not a multiple of 8; use "
+                                 f"{value // 8 * 8} or {value // 8 * 8 + 8}.")
+            if value % UNET_MULTIPLE:
+                log.warning("[LAMP] %s %d is not a multiple of %d: the UNet pads internally; 512×320 is what LAMP "
+                            "was trained at.", name, value, UNET_MULTIPLE)
+        if frames < 2:
+            raise ValueError(f"LAMP First Frame: frames must be at least 2 (frame one + motion), got {frames}. "
+                             "LAMP is trained on 16.")
+        if image.shape[0] > 1:
+            log.warning("[LAMP] First Frame got a batch of %d images; using the first one.", image.shape[0])
+        pixels = fit_image(image[:1, :, :, :3], width, height, resize)
+        encoded = vae.encode(pixels)
+        if encoded.ndim == 5:  # video-capable VAEs may return [B,C,1,h,w]
+            encoded = encoded[:, :, 0]
+        if encoded.shape[1] != 4:
+            raise ValueError(f"LAMP First Frame: the VAE gives {encoded.shape[1]}-channel latents; LAMP needs the "
+                             "4-channel SD-1.x VAE. Connect the VAE of the SD-1.x checkpoint.")
+        device = host.intermediate_device()
+        encoded = encoded.to(device=device, dtype=torch.float32)
+        samples = torch.zeros((frames, *encoded.shape[1:]), device=device, dtype=torch.float32)
+        samples[:1] = encoded
+        return ({"samples": samples}, pixels.to(device))
+
+
+NODE_CLASS_MAPPINGS = {"LAMP_FirstFrame": LampFirstFrame}
+NODE_DISPLAY_NAME_MAPPINGS = {"LAMP_FirstFrame": "LAMP First Frame"}

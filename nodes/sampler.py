@@ -1,0 +1,151 @@
+"""LAMP Sampler: Algorithm 1 of the paper (clean frame one pinned, shared noise, AdaIN) inside ComfyUI."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from . import host
+from .motion_model import DTYPE_CHOICES, SD1_LATENT_SCALE, LampModel, resolve_dtype
+from .shared_noise import LampNoise
+
+log = logging.getLogger("ComfyUI-LAMP")
+
+SCHEDULERS = ["ddim", "dpmpp_2m", "euler"]
+MAX_STEPS = 1000
+MAX_CFG = 100.0
+#: Conditioning keys that the LAMP sampler cannot honour (ControlNet, areas, masks, GLIGEN …).
+_IGNORED_COND_KEYS = ("control", "area", "mask", "gligen", "hooks", "concat_latent_image", "strength")
+
+
+def conditioning_tensor(conditioning: Any, name: str, context_dim: int) -> torch.Tensor:
+    """The text embedding ``[1,L,D]`` of a ComfyUI CONDITIONING (first entry), checked against the UNet."""
+    try:
+        tensor, extras = conditioning[0][0], conditioning[0][1]
+        if not torch.is_tensor(tensor) or tensor.ndim != 3:
+            raise TypeError
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"LAMP Sampler: '{name}' is not a ComfyUI CONDITIONING. Connect a CLIPTextEncode that "
+                         "uses the CLIP of the SD-1.x checkpoint.") from None
+    if tensor.shape[-1] != context_dim:
+        raise ValueError(f"LAMP Sampler: '{name}' has width {tensor.shape[-1]} but this LAMP model needs "
+                         f"{context_dim} (SD-1.x CLIP). A width of 2048 or 1280 means an SD-XL CLIP: encode the "
+                         "LAMP prompts with the CLIP of the SD-1.x checkpoint.")
+    if len(conditioning) > 1:
+        log.warning("[LAMP] '%s' holds %d conditionings (combined/concatenated); LAMP uses the first.",
+                    name, len(conditioning))
+    ignored = sorted(k for k in _IGNORED_COND_KEYS if isinstance(extras, dict) and extras.get(k) is not None)
+    if ignored:
+        log.warning("[LAMP] '%s' carries %s, which the LAMP Sampler ignores.", name, ", ".join(ignored))
+    return tensor[:1]
+
+
+def match_lengths(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeat two token sequences ``[1,L,D]`` to a common length (as ComfyUI does for long prompts)."""
+    if a.shape[1] == b.shape[1]:
+        return a, b
+    n = math.lcm(a.shape[1], b.shape[1])
+    return a.repeat(1, n // a.shape[1], 1), b.repeat(1, n // b.shape[1], 1)
+
+
+def raw_noise_for(noise: Any, shape: tuple[int, ...]) -> tuple[torch.Tensor, float]:
+    """Raw noise ``[1,4,F,h,w]`` and the shared-noise alpha. A LAMP noise gives both; any other ComfyUI NOISE
+    (RandomNoise …) supplies the raw noise and the official alpha is used."""
+    if isinstance(noise, LampNoise):
+        return noise.raw(shape), noise.alpha
+    if not hasattr(noise, "generate_noise"):
+        raise ValueError("LAMP Sampler: 'noise' is not a NOISE. Connect LAMP Shared Noise.")
+    from lamp_model.noise import DEFAULT_ALPHA
+    _, c, f, h, w = shape
+    frames = noise.generate_noise({"samples": torch.zeros(f, c, h, w)})
+    if tuple(frames.shape) != (f, c, h, w):
+        raise ValueError(f"LAMP Sampler: the NOISE gave shape {tuple(frames.shape)}, expected {(f, c, h, w)}.")
+    log.info("[LAMP] non-LAMP NOISE: using it as raw noise with the official shared-noise alpha %.2f", DEFAULT_ALPHA)
+    return frames.float().transpose(0, 1).unsqueeze(0).cpu(), DEFAULT_ALPHA
+
+
+class LampSampler:
+    """LAMP Sampler node: LAMP_MODEL + prompts + first-frame LATENT + noise → video LATENT."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "lamp_model": ("LAMP_MODEL", {"tooltip": "From LAMP Load Motion or LAMP Load Official Checkpoint."}),
+            "positive": ("CONDITIONING", {"tooltip": "Prompt of the video, encoded with the SD-1.x CLIP "
+                                                     "(CLIPTextEncode). Mention the learned motion."}),
+            "negative": ("CONDITIONING", {"tooltip": "Negative prompt, encoded with the SD-1.x CLIP."}),
+            "latent": ("LATENT", {"tooltip": "From LAMP First Frame: frame 0 is kept, its batch size is the frame "
+                                             "count."}),
+            "noise": ("NOISE", {"tooltip": "From LAMP Shared Noise (seed + alpha)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": MAX_STEPS, "tooltip": "Denoising steps (official 50)."}),
+            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale (official 12.5)."}),
+            "scheduler": (SCHEDULERS, {"default": "ddim", "tooltip": "ddim is the official scheduler; dpmpp_2m and "
+                                                                     "euler reach similar quality in fewer steps."}),
+            "adain": ("BOOLEAN", {"default": True, "tooltip": "AdaIN of every frame's latent to frame one during the "
+                                                              "last steps and at the end (official: on)."}),
+            "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Compute precision. auto: fp16 where the GPU "
+                                                                    "supports it, else bf16/fp32."}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The video latent [frames,4,h,w]; decode it with VAE Decode and the SD-1.x VAE.",)
+    FUNCTION = "sample"
+    CATEGORY = "LAMP"
+    DESCRIPTION = ("Generates the video: frame one stays fixed and clean, the LAMP UNet denoises the following "
+                   "frames from shared noise with classifier-free guidance, and AdaIN keeps their colours on frame "
+                   "one. Shows progress and a preview every step; Cancel stops it between steps.")
+
+    def sample(self, lamp_model: LampModel, positive: Any, negative: Any, latent: dict, noise: Any,
+               steps: int = 50, cfg: float = 12.5, scheduler: str = "ddim", adain: bool = True,
+               dtype: str = "auto") -> tuple[dict]:
+        from lamp_model.sampling import sample_video
+
+        if not isinstance(lamp_model, LampModel):
+            raise ValueError("LAMP Sampler: 'lamp_model' must come from LAMP Load Motion or LAMP Load Official "
+                             "Checkpoint.")
+        if not 1 <= int(steps) <= MAX_STEPS:
+            raise ValueError(f"LAMP Sampler: steps must be between 1 and {MAX_STEPS}, got {steps} (official 50).")
+        if not 0.0 <= float(cfg) <= MAX_CFG:
+            raise ValueError(f"LAMP Sampler: cfg must be between 0 and {MAX_CFG}, got {cfg} (official 12.5).")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"LAMP Sampler: scheduler must be one of {SCHEDULERS}, got {scheduler!r}.")
+        samples = latent.get("samples") if isinstance(latent, dict) else None
+        if not torch.is_tensor(samples) or samples.ndim != 4 or samples.shape[1] != 4:
+            shape = tuple(samples.shape) if torch.is_tensor(samples) else type(samples).__name__
+            raise ValueError(f"LAMP Sampler: 'latent' must be a 4-channel LATENT [frames,4,h,w] from LAMP First "
+                             f"Frame, got {shape}.")
+        frames, _, h, w = samples.shape
+        if frames < 2:
+            raise ValueError("LAMP Sampler: the LATENT holds 1 frame; LAMP needs frame one plus at least one more. "
+                             "Use LAMP First Frame and set 'frames' (16 = official).")
+
+        cond = conditioning_tensor(positive, "positive", lamp_model.context_dim)
+        uncond = conditioning_tensor(negative, "negative", lamp_model.context_dim)
+        cond, uncond = match_lengths(cond, uncond)
+        raw, alpha = raw_noise_for(noise, (1, 4, frames, h, w))
+
+        device = host.torch_device()
+        compute = resolve_dtype(dtype, device)
+        first = (samples[:1].float() * SD1_LATENT_SCALE).transpose(0, 1).unsqueeze(0)  # [1,4,1,h,w]
+        bar = host.progress(int(steps), previews=True)
+        log.info("[LAMP] sampling %d frames %dx%d, %d %s steps, cfg %.2f, alpha %.2f, %s on %s", frames, w * 8, h * 8,
+                 steps, scheduler, cfg, alpha, str(compute).replace("torch.", ""), device)
+        with lamp_model.on_device(device, compute, frames, h, w) as unet, torch.no_grad():
+            video = sample_video(
+                unet, first.to(device), cond.to(device, compute), uncond.to(device, compute), raw.to(device),
+                steps=int(steps), guidance_scale=float(cfg), shared_noise_alpha=alpha, adain=bool(adain),
+                scheduler=scheduler, callback=host.callback_for(bar))
+            out = (video[0].transpose(0, 1).float() / SD1_LATENT_SCALE).to(host.intermediate_device())
+            del video
+        if not torch.isfinite(out).all():
+            raise FloatingPointError("LAMP Sampler: the result holds NaN/inf values. With fp16 on this GPU try "
+                                     "dtype bf16 or fp32.")
+        return ({"samples": out.contiguous()},)
+
+
+NODE_CLASS_MAPPINGS = {"LAMP_Sampler": LampSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"LAMP_Sampler": "LAMP Sampler"}
