@@ -1,0 +1,214 @@
+"""Writes the example workflows of this folder (ComfyUI UI format, drag-and-drop into ComfyUI).
+
+Run ``python workflows/make_workflows.py`` after changing a node's inputs; tests/test_workflows.py checks the
+written files against the node definitions. Each node below states its sockets and widget values in the order
+ComfyUI saves them (widgets in input order; an INT seed with "control after generate" adds one value).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SD15_CKPT = "v1-5-pruned-emaonly.safetensors"
+SDXL_CANNY = "control-lora-canny-rank256.safetensors"
+MOTION = "horse_run.safetensors"
+
+
+class Graph:
+    """A minimal LiteGraph workflow: nodes with typed sockets and widget values, plus links between them."""
+
+    def __init__(self) -> None:
+        self.nodes: list[dict[str, Any]] = []
+        self.links: list[list[Any]] = []
+        self.groups: list[dict[str, Any]] = []
+
+    def node(self, kind: str, pos: tuple[int, int], inputs: list[tuple[str, str]] = (),
+             outputs: list[tuple[str, str]] = (), widgets: list[Any] = (), title: Optional[str] = None,
+             size: tuple[int, int] = (320, 130)) -> dict[str, Any]:
+        node = {
+            "id": len(self.nodes) + 1, "type": kind, "pos": list(pos), "size": list(size), "flags": {},
+            "order": len(self.nodes), "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
+            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outputs)],
+            "properties": {"Node name for S&R": kind},
+            "widgets_values": list(widgets),
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    def link(self, src: dict[str, Any], output: str, dst: dict[str, Any], input_name: str) -> None:
+        slot = next(i for i, o in enumerate(src["outputs"]) if o["name"] == output)
+        target = next(i for i, s in enumerate(dst["inputs"]) if s["name"] == input_name)
+        link_id = len(self.links) + 1
+        kind = src["outputs"][slot]["type"]
+        self.links.append([link_id, src["id"], slot, dst["id"], target, kind])
+        src["outputs"][slot]["links"].append(link_id)
+        dst["inputs"][target]["link"] = link_id
+
+    def group(self, title: str, box: tuple[int, int, int, int], color: str) -> None:
+        self.groups.append({"title": title, "bounding": list(box), "color": color, "font_size": 24, "flags": {}})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": self.groups, "config": {},
+                "extra": {"ds": {"scale": 0.6, "offset": [40, 40]}}, "version": 0.4}
+
+
+# ---------------------------------------------------------------------------------------------- core nodes
+def checkpoint(g: Graph, pos, name: str, title: str) -> dict:
+    return g.node("CheckpointLoaderSimple", pos, outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+                  widgets=[name], title=title, size=(340, 100))
+
+
+def text(g: Graph, pos, clip: dict, prompt: str, title: str) -> dict:
+    node = g.node("CLIPTextEncode", pos, inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")],
+                  widgets=[prompt], title=title, size=(340, 120))
+    g.link(clip, "CLIP", node, "clip")
+    return node
+
+
+def sdxl_frame_one(g: Graph, x: int, positive: tuple[dict, str], negative: tuple[dict, str], ckpt: dict) -> dict:
+    """EmptyLatentImage → KSampler → VAEDecode on SD-XL; returns the VAEDecode node (frame one).
+    ``positive``/``negative``: (node, output name) of the conditioning."""
+    empty = g.node("EmptyLatentImage", (x, 560), outputs=[("LATENT", "LATENT")], widgets=[1024, 640, 1],
+                   title="Frame-one size (SD-XL; 1.6:1 like 512×320)", size=(320, 110))
+    sampler = g.node("KSampler", (x + 380, 40),
+                     inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                             ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")],
+                     widgets=[1234, "fixed", 30, 7.0, "dpmpp_2m", "karras", 1.0], size=(320, 260))
+    g.link(ckpt, "MODEL", sampler, "model")
+    g.link(*positive, sampler, "positive")
+    g.link(*negative, sampler, "negative")
+    g.link(empty, "LATENT", sampler, "latent_image")
+    decode = g.node("VAEDecode", (x + 380, 340), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                    outputs=[("IMAGE", "IMAGE")], size=(220, 50))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(ckpt, "VAE", decode, "vae")
+    preview = g.node("PreviewImage", (x + 380, 430), inputs=[("images", "IMAGE")], title="Frame one",
+                     size=(320, 260))
+    g.link(decode, "IMAGE", preview, "images")
+    return decode
+
+
+# ---------------------------------------------------------------------------------------------- LAMP chain
+def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str) -> None:
+    """SD-1.5 checkpoint + motion → First Frame → Sampler → VAEDecode → Color Match → WEBP and MP4."""
+    sd15 = checkpoint(g, (x, 40), SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
+    motion = g.node("LAMP_LoadMotion", (x, 180), inputs=[("model", "MODEL")], outputs=[("lamp_model", "LAMP_MODEL")],
+                    widgets=[MOTION, "auto"], size=(340, 90))
+    g.link(sd15, "MODEL", motion, "model")
+    pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
+    neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
+    first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
+                   outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
+                   widgets=[512, 320, 16, "stretch"], size=(320, 180))
+    g.link(frame_one, frame_output, first, "image")
+    g.link(sd15, "VAE", first, "vae")
+    noise = g.node("LAMP_SharedNoise", (x + 380, 260), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+                   size=(320, 110))
+    sampler = g.node("LAMP_Sampler", (x + 740, 40),
+                     inputs=[("lamp_model", "LAMP_MODEL"), ("positive", "CONDITIONING"),
+                             ("negative", "CONDITIONING"), ("latent", "LATENT"), ("noise", "NOISE")],
+                     outputs=[("latent", "LATENT")], widgets=[50, 12.5, "ddim", True, "auto"], size=(320, 260))
+    g.link(motion, "lamp_model", sampler, "lamp_model")
+    g.link(pos, "CONDITIONING", sampler, "positive")
+    g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(first, "latent", sampler, "latent")
+    g.link(noise, "noise", sampler, "noise")
+    decode = g.node("VAEDecode", (x + 740, 340), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                    outputs=[("IMAGE", "IMAGE")], size=(220, 50))
+    g.link(sampler, "latent", decode, "samples")
+    g.link(sd15, "VAE", decode, "vae")
+    match = g.node("LAMP_ColorMatch", (x + 740, 430), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
+                   outputs=[("images", "IMAGE")], widgets=["histogram", 1.0], size=(320, 110))
+    g.link(decode, "IMAGE", match, "images")
+    webp = g.node("SaveAnimatedWEBP", (x + 1100, 40), inputs=[("images", "IMAGE")],
+                  widgets=["LAMP/video", 8.0, False, 90, "default"], size=(360, 420))
+    g.link(match, "images", webp, "images")
+    video = g.node("CreateVideo", (x + 1100, 500), inputs=[("images", "IMAGE"), ("audio", "AUDIO")],
+                   outputs=[("VIDEO", "VIDEO")], widgets=[8.0], size=(270, 80))
+    g.link(match, "images", video, "images")
+    save = g.node("SaveVideo", (x + 1100, 620), inputs=[("video", "VIDEO")],
+                  widgets=["video/LAMP", "auto", "auto"], size=(360, 300))
+    g.link(video, "VIDEO", save, "video")
+    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 1000), "#3f789e")
+
+
+def text_to_video() -> Graph:
+    """(a) The paper's text-to-video: SD-XL makes frame one, LAMP animates it."""
+    g = Graph()
+    sdxl = checkpoint(g, (0, 40), SDXL_CKPT, "SD-XL checkpoint (frame one)")
+    pos = text(g, (0, 180), sdxl, "a horse runs on the beach at sunset, photo, highly detailed",
+               "Frame-one prompt (SD-XL)")
+    neg = text(g, (0, 340), sdxl, "blurry, low quality, watermark, text", "Frame-one negative (SD-XL)")
+    decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl)
+    g.group("Frame one (SD-XL)", (-20, -40, 740, 1000), "#8A8")
+    lamp_chain(g, 800, decode, "IMAGE", "a horse runs on the beach at sunset")
+    return g
+
+
+def image_to_video() -> Graph:
+    """(b) Real-image animation: a photo from LoadImage is frame one."""
+    g = Graph()
+    load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                  widgets=["example.png", "image"], title="Frame one (your photo)", size=(340, 360))
+    g.group("Frame one (a photo)", (-20, -40, 400, 1000), "#8A8")
+    lamp_chain(g, 440, load, "IMAGE", "a horse runs in the field")
+    return g
+
+
+def controlnet_edit() -> Graph:
+    """(c) First-frame editing: Canny edges of a photo steer SD-XL through a ControlNet; LAMP animates it."""
+    g = Graph()
+    load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                  widgets=["example.png", "image"], title="Photo to edit", size=(340, 360))
+    canny = g.node("Canny", (0, 440), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+                   widgets=[0.4, 0.8], size=(320, 90))
+    g.link(load, "IMAGE", canny, "image")
+    edges = g.node("PreviewImage", (0, 570), inputs=[("images", "IMAGE")], title="Canny edges", size=(320, 260))
+    g.link(canny, "IMAGE", edges, "images")
+    sdxl = checkpoint(g, (380, 40), SDXL_CKPT, "SD-XL checkpoint (edited frame one)")
+    pos = text(g, (380, 180), sdxl, "a horse made of gold runs, van gogh style painting, highly detailed",
+               "Edit prompt (SD-XL)")
+    neg = text(g, (380, 340), sdxl, "blurry, low quality, watermark, text", "Edit negative (SD-XL)")
+    cn = g.node("ControlNetLoader", (380, 500), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SDXL_CANNY],
+                title="SD-XL Canny ControlNet", size=(340, 60))
+    apply = g.node("ControlNetApplyAdvanced", (380, 600),
+                   inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
+                           ("image", "IMAGE"), ("vae", "VAE")],
+                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                   widgets=[0.8, 0.0, 1.0], size=(320, 190))
+    g.link(pos, "CONDITIONING", apply, "positive")
+    g.link(neg, "CONDITIONING", apply, "negative")
+    g.link(cn, "CONTROL_NET", apply, "control_net")
+    g.link(canny, "IMAGE", apply, "image")
+    g.link(sdxl, "VAE", apply, "vae")
+    decode = sdxl_frame_one(g, 380, (apply, "positive"), (apply, "negative"), sdxl)
+    g.group("Edited frame one (Canny + ControlNet on SD-XL)", (-20, -40, 1120, 1000), "#8A8")
+    lamp_chain(g, 1160, decode, "IMAGE", "a horse made of gold runs, van gogh style painting")
+    return g
+
+
+WORKFLOWS = {
+    "lamp_sdxl_text_to_video.json": text_to_video,
+    "lamp_image_to_video.json": image_to_video,
+    "lamp_sdxl_controlnet_edit_to_video.json": controlnet_edit,
+}
+
+
+def main() -> None:
+    for name, build in WORKFLOWS.items():
+        with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
+            json.dump(build().to_json(), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main()
