@@ -36,8 +36,8 @@ def resolve_checkpoint_path(path: str) -> str:
                             "official checkpoint folder under models/lamp/ or give its absolute path.")
 
 
-def _format_error(node: str, what: str, error: Exception) -> ValueError:
-    return ValueError(f"{node}: {what}: {error}")
+def _format_error(node: str, what: str, error: Exception, hint: str = "") -> ValueError:
+    return ValueError(f"{node}: {what}: {error}{hint}")
 
 
 class LampLoadMotion:
@@ -69,13 +69,16 @@ class LampLoadMotion:
         try:
             motion, metadata = weights.read_motion(path)
         except (weights.WeightsFormatError, OSError, ValueError) as e:
-            raise _format_error("LAMP Load Motion", f"cannot read motion file '{motion_file}'", e) from None
+            hint = (" It is a whole official LAMP UNet: use LAMP Load Official Checkpoint, or turn it into a motion "
+                    "file once with LAMP Convert Official." if "lamp_full" in str(e) else "")
+            raise _format_error("LAMP Load Motion", f"cannot read motion file '{motion_file}'", e, hint) from None
         dtype = resolve_dtype(weight_dtype, host.torch_device())
         state = host.patched_unet_state_dict(model)
         try:
-            config, base = weights.load_base_unet2d(state)
+            config, base = weights.load_base_unet2d(state, dtype=dtype, hints=weights.motion_architecture(metadata))
             del state
-            unet = weights.unet_from_parts(config, base, motion, dtype=dtype, device=host.offload_device())
+            unet = weights.unet_from_parts(config, base, motion, dtype=dtype, device=host.offload_device(),
+                                           metadata=metadata)
         except (weights.WeightsFormatError, ValueError, RuntimeError) as e:
             raise _format_error("LAMP Load Motion", f"motion file '{motion_file}' does not fit this model", e) from None
         lamp = LampModel(unet.eval().requires_grad_(False), source=f"motion file {motion_file}", metadata=dict(metadata))
