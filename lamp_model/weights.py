@@ -30,7 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .unet3d import LampUNet3D, UnsupportedConfigError, is_motion_key, lamp_key, motion_conv_names
+from .unet3d import LampUNet3D, UnsupportedConfigError, is_motion_key, lamp_config, lamp_key, motion_conv_names
 
 MOTION_FORMAT, MOTION_VERSION = "lamp_motion", "1"
 #: UNet settings stored in a motion file's metadata (``architecture``, JSON).
@@ -214,14 +214,7 @@ def infer_config(weights: Weights, overrides: Mapping[str, Any] | None = None, s
     clash = [f"{k} {overrides[k]} vs {v}" for k, v in derived.items() if k in overrides and not _same(overrides[k], v)]
     if clash:
         raise WeightsFormatError(f"{source}: its stated config does not match its tensors ({'; '.join(clash)}).")
-    cfg = {**sd1_config(), **derived, **overrides}
-    groups = cfg["norm_num_groups"]
-    if any(w % groups for w in cfg["block_out_channels"]):
-        raise WeightsFormatError(
-            f"{source}: has no config, and the SD-1.x default norm_num_groups={groups} does not divide its "
-            f"block_out_channels {cfg['block_out_channels']}, so this is not an SD-1.x-sized model. Keep its "
-            "config.json beside the file (or its unet/config.json), or save it with its config in the metadata.")
-    return cfg
+    return {**sd1_config(), **derived, **overrides}
 
 
 def motion_architecture(metadata: Mapping[str, str] | None) -> dict[str, Any]:
@@ -335,13 +328,28 @@ def _sidecar_config(path: Path, shapes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- building
-def _empty_unet(config: Mapping[str, Any], source: str) -> LampUNet3D:
-    """A LAMP UNet on the meta device (no memory, no random init); weights are assigned afterwards."""
+def _lamp_config(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """:func:`lamp_config`, with its errors and an impossible group count as :class:`WeightsFormatError`."""
     try:
-        with torch.device("meta"):
-            return LampUNet3D(config)
+        cfg = lamp_config(config)
     except UnsupportedConfigError as e:
         raise WeightsFormatError(f"{source}: {e}") from None
+    groups = cfg["norm_num_groups"]
+    if any(w % groups for w in cfg["block_out_channels"]):
+        raise WeightsFormatError(
+            f"{source}: norm_num_groups={groups} does not divide block_out_channels {cfg['block_out_channels']}. "
+            "Weights without a config get the SD-1.x default of 32 groups, so this is not an SD-1.x-sized model: "
+            "keep its config.json beside the file (or its unet/config.json), or save it with its config in the "
+            "metadata.")
+    return cfg
+
+
+def _empty_unet(config: Mapping[str, Any], source: str) -> LampUNet3D:
+    """A LAMP UNet on the meta device (no memory, no random init); weights are assigned afterwards."""
+    cfg = _lamp_config(config, source)
+    try:
+        with torch.device("meta"):
+            return LampUNet3D(cfg)
     except (ValueError, TypeError, KeyError) as e:
         raise WeightsFormatError(f"{source}: its config cannot build a LAMP UNet ({e}).") from None
 
@@ -385,8 +393,7 @@ def unet_from_parts(config: Mapping[str, Any], base_state_2d: Mapping[str, torch
     replace the base's ``attn1.to_q``. ``metadata`` (a motion file's) lets the fit check also compare the
     settings shapes cannot tell.
     """
-    unet = _empty_unet(config, "base model config")
-    cfg = unet.config
+    cfg = {**sd1_config(), **config}  # checked before building, so that a misfit is named as such
     made_for = {**motion_architecture(metadata)}
     widths = _motion_widths(motion_state)
     if widths:
@@ -399,6 +406,7 @@ def unet_from_parts(config: Mapping[str, Any], base_state_2d: Mapping[str, torch
     foreign = [k for k in motion_state if not is_motion_file_key(k)]
     if foreign:
         raise WeightsFormatError(f"motion state dict holds tensors that are not LAMP motion tensors, e.g. {foreign[:3]}.")
+    unet = _empty_unet(config, "base model")
     names = set(motion_conv_names(unet))
     state = {lamp_key(k, names): v for k, v in base_state_2d.items()}
     state.update(motion_state)
