@@ -198,6 +198,29 @@ def test_other_schedulers_keep_frame0_clean_and_pinned(tiny_unet, name):
         torch.testing.assert_close(calls.calls[0][0][:1, :, 1:], shared_noise(noise)[:, :, 1:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["ddim", "dpmpp_2m", "euler"])
+def test_oracle_unet_recovers_target_with_every_scheduler(name):
+    """A UNet that returns the exact noise of a known clean video x0 (computed from the VP-space model input)
+    must lead every scheduler to x0: checks scale_model_input (VP input for the UNet) and the frames-1.. stepping."""
+    first, cond, uncond, noise = _inputs(frames=4)
+    x0 = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(9))
+    ac = make_scheduler().alphas_cumprod
+
+    def oracle(sample):
+        a = ac[int(round(float(unet.calls[-1][1])))]
+        return (sample - a.sqrt() * torch.cat([x0] * 2)) / (1 - a).sqrt()
+    unet = FakeUNet(oracle)
+    out = sample_video(unet, first, cond, uncond, noise, steps=10, scheduler=name, adain=False)
+    if name == "ddim":  # DDIM keeps the initial implied noise and ends at ᾱ[0] (set_alpha_to_one=False)
+        a_start = ac[int(unet.calls[0][1])]
+        eps = (shared_noise(noise) - a_start.sqrt() * x0) / (1 - a_start).sqrt()
+        expected = ac[0].sqrt() * x0 + (1 - ac[0]).sqrt() * eps
+    else:
+        expected = x0
+    torch.testing.assert_close(out[:, :, 1:], expected[:, :, 1:], atol=1e-4, rtol=1e-4)
+    assert torch.equal(out[:, :, :1], first)
+
+
 def test_euler_late_adain_reference_is_in_sample_space():
     """Late-phase AdaIN maps frame 0 by 1/c_in = sqrt(σ_next² + 1) for Euler, and by 1 for DDIM."""
     first, cond, uncond, _ = _inputs()
