@@ -52,7 +52,7 @@ def _resize(img: Image.Image, width: int, height: int, mode: str) -> np.ndarray:
         img = img.resize((width, height), Image.BICUBIC)
     else:
         img = ImageOps.fit(img, (width, height), Image.BICUBIC)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only arrays)
 
 
 def _natural_key(name: str) -> list:

@@ -471,10 +471,8 @@ class MotionTrainer:
     # ------------------------------------------------------------------ state
     def _metadata(self) -> dict[str, Any]:
         cfg = self.config
-        c, h, w = self.clips.latent_shape
-        return {"motion_prompt": self.motion_metadata.get("motion_prompt", self.clips.name.replace("_", " ")),
-                "n_frames": cfg.n_frames, "stride": cfg.stride, "width": w * 8, "height": h * 8,
-                "training_steps": self.global_step, **self.motion_metadata}
+        return {"motion_prompt": self.clips.name.replace("_", " "), "n_frames": cfg.n_frames, "stride": cfg.stride,
+                "width": cfg.width, "height": cfg.height, "training_steps": self.global_step, **self.motion_metadata}
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``(tensors, info)``: fp32 trainable weights and optimizer tensors, and the JSON-able rest (step,
@@ -578,6 +576,46 @@ class MotionTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"step": i + 1, "loss": v}) for i, v in enumerate(self.loss_history)]
         _atomic_write_text("".join(line + "\n" for line in lines), self.output_dir / LOSS_LOG)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def make_validator(first_frames: Sequence[torch.Tensor], conds: Sequence[torch.Tensor], uncond: torch.Tensor,
+                   names: Sequence[str], decode: Callable[[torch.Tensor], torch.Tensor], out_dir: str | Path,
+                   steps: int = 50, guidance_scale: float = 12.5, seed: int = 33, fps: float = 8,
+                   video_format: str = "mp4", scheduler: Any = None) -> Callable[[MotionTrainer], list[Path]]:
+    """A validator for :class:`MotionTrainer`: animates each first frame with the current weights.
+
+    ``first_frames[i]``: a first-frame latent ``[1, C, 1, h, w]`` (scaled); ``conds[i]`` its prompt
+    embedding ``[1, L, D]``; ``uncond`` the empty prompt's; ``names[i]`` a file stem; ``decode(latents
+    [1, C, F, h, w]) -> frames [F, H, W, 3]`` in 0..1. Each call runs :func:`~lamp_model.sampling.sample_video`
+    (official: 50 DDIM steps, guidance 12.5, shared noise 0.2, AdaIN) with noise drawn from ``seed`` (the
+    same every time, so samples of different steps compare) and writes
+    ``<out_dir>/step-<N>/<name>.<video_format>`` plus a ``<name>.png`` frame strip. Returns the video paths.
+    """
+    from .noise import make_raw_noise
+    from .sampling import sample_video
+    from .video_io import write_strip, write_video
+
+    if not (len(first_frames) == len(conds) == len(names)):
+        raise ValueError("make_validator needs as many first frames, prompt embeddings and names")
+
+    def validate(trainer: MotionTrainer) -> list[Path]:
+        folder = Path(out_dir) / f"step-{trainer.global_step:06d}"
+        written = []
+        with trainer.evaluating() as unet:
+            for first, cond, name in zip(first_frames, conds, names):
+                c, _, h, w = first.shape[1:]
+                noise = make_raw_noise(seed, (1, c, trainer.config.n_frames, h, w))
+                latents = sample_video(unet, first.to(trainer.device), cond.to(trainer.device),
+                                       uncond.to(trainer.device), noise, steps=steps, guidance_scale=guidance_scale,
+                                       scheduler=scheduler)
+                frames = decode(latents.float())
+                written.append(write_video(frames, folder / f"{name}.{video_format}", fps=fps))
+                write_strip(frames, folder / f"{name}.png")
+        log.info("validation at step %d: %s", trainer.global_step, ", ".join(str(p) for p in written))
+        return written
+
+    return validate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from lamp_model.train import (LOSS_LOG, LOSS_PLOT, MOTION_FILE, STATE_FILE, Moti
                               default_noise_scheduler, lamp_loss, loss_plot)
 from lamp_model.unet3d import LampUNet3D, trainable_parameters
 
-FAST = dict(n_frames=3, hflip=False, gradient_checkpointing=False, save_every=0, validate_every=0)
+FAST = dict(n_frames=3, width=64, height=64, hflip=False, gradient_checkpointing=False, save_every=0, validate_every=0)
 
 
 def fresh_unet(seed: int = 0) -> LampUNet3D:
