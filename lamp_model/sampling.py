@@ -217,6 +217,15 @@ def _check_inputs(first: Optional[torch.Tensor], cond: torch.Tensor, uncond: Opt
     return first
 
 
+def prepare_latents(noise: torch.Tensor, first: Optional[torch.Tensor], scheduler: SchedulerMixin,
+                    alpha: float = DEFAULT_ALPHA, pin_first_frame: bool = True) -> torch.Tensor:
+    """Latents entering the loop: shared-noise mix × ``init_noise_sigma``, frame 0 = the clean latent if pinned."""
+    mixed = shared_noise(noise.float(), alpha) * float(scheduler.init_noise_sigma)
+    if not pin_first_frame:
+        return mixed
+    return torch.cat([first.to(mixed.device, torch.float32), mixed[:, :, 1:]], dim=2)
+
+
 def sample_video(unet: Callable[..., Any], first_frame_latent: Optional[torch.Tensor], cond: torch.Tensor,
                  uncond: Optional[torch.Tensor], noise: torch.Tensor, steps: int = 50, guidance_scale: float = 12.5,
                  shared_noise_alpha: float = DEFAULT_ALPHA, adain: bool = True,
@@ -260,12 +269,3 @@ def sample_video(unet: Callable[..., Any], first_frame_latent: Optional[torch.Te
     if pin_first_frame:
         return final_adain(latents)
     return final_adain(latents, first.to(latents) if first is not None else None)
-
-
-def prepare_latents(noise: torch.Tensor, first: Optional[torch.Tensor], scheduler: SchedulerMixin,
-                    alpha: float = DEFAULT_ALPHA, pin_first_frame: bool = True) -> torch.Tensor:
-    """Latents entering the loop: shared-noise mix × ``init_noise_sigma``, frame 0 = the clean latent if pinned."""
-    mixed = shared_noise(noise.float(), alpha) * float(scheduler.init_noise_sigma)
-    if not pin_first_frame:
-        return mixed
-    return torch.cat([first.to(mixed.device, torch.float32), mixed[:, :, 1:]], dim=2)
