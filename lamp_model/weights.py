@@ -458,7 +458,7 @@ def load_base_unet2d(base: PathLike | Mapping[str, torch.Tensor], dtype: torch.d
         else:
             source = str(path)
             header, _ = _read_header(path)
-            detect_format(header, source)
+            detect_format(header, source)  # reject unrelated files before reading their tensors
             state = _read_tensors(path, header, _unet_keys(header))
     kind = detect_format(state, source)
     if kind in ("lamp_full", "lamp_motion"):
@@ -586,7 +586,9 @@ def convert_official(src: PathLike, out_path: PathLike, dtype: torch.dtype = tor
                      metadata: Mapping[str, Any] | None = None) -> Path:
     """Official LAMP checkpoint (``unet/`` folder, its parent, or a full ``.safetensors``) -> compact motion file."""
     unet = load_unet(src)
-    meta = {"converted_from": f"official LAMP checkpoint {Path(src).resolve().name}", **(metadata or {})}
+    where = Path(src).resolve()
+    name = where.parent.name if where.name == "unet" else where.name  # the motion's folder, e.g. turn_to_smile
+    meta = {"converted_from": f"official LAMP checkpoint {name}", **(metadata or {})}
     return save_motion(unet, out_path, meta, dtype)
 
 
