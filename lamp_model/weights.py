@@ -585,8 +585,10 @@ def save_unet(unet: LampUNet3D, path: PathLike, metadata: Mapping[str, Any] | No
 def convert_official(src: PathLike, out_path: PathLike, dtype: torch.dtype = torch.float16,
                      metadata: Mapping[str, Any] | None = None) -> Path:
     """Official LAMP checkpoint (``unet/`` folder, its parent, or a full ``.safetensors``) -> compact motion file."""
-    unet = load_unet(src)
     where = Path(src).resolve()
+    if where.is_file() and detect_format(_read_header(where)[0], str(where)) == "lamp_motion":
+        raise WeightsFormatError(f"{where}: is already a LAMP motion file; there is nothing to convert.")
+    unet = load_unet(where)
     name = where.parent.name if where.name == "unet" else where.name  # the motion's folder, e.g. turn_to_smile
     meta = {"converted_from": f"official LAMP checkpoint {name}", **(metadata or {})}
     return save_motion(unet, out_path, meta, dtype)

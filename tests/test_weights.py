@@ -267,7 +267,7 @@ def test_convert_cli(fixtures, tmp_path, capsys):
     assert main(["convert", str(fixtures / "unet"), str(out), "--fp32"]) == 0
     assert all(t.dtype == torch.float32 for t in W.read_motion(out)[0].values())
     assert main(["convert", str(out), str(tmp_path / "again.safetensors")]) == 1
-    assert "motion file" in capsys.readouterr().err
+    assert "already a LAMP motion file" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- detection / errors
