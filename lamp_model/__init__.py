@@ -16,10 +16,17 @@ _EXPORTS = {
     "trainable_parameters": "unet3d",
     "load_unet": "weights",
     "save_motion": "weights",
+    "read_motion": "weights",
+    "convert_official": "weights",
+    "WeightsFormatError": "weights",
     "sample_video": "sampling",
     "shared_noise": "noise",
+    "make_raw_noise": "noise",
     "adain_latent": "postprocess",
     "match_histogram": "postprocess",
+    "color_match": "postprocess",
+    "write_video": "video_io",
+    "write_strip": "video_io",
 }
 
 __all__ = sorted(_EXPORTS)
