@@ -388,6 +388,23 @@ class MotionTrainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def to(self, device: str | torch.device) -> "MotionTrainer":
+        """Move the UNet, the prompt embeddings and the optimizer state to ``device`` (e.g. to the CPU between
+        training chunks, so the GPU memory is free for other work). Single-process trainers only."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        if self.num_processes > 1:
+            raise RuntimeError("a trainer running on several processes cannot be moved")
+        self.unet.to(device)
+        self.text_embeddings = self.text_embeddings.to(device)
+        for entry in self.optimizer.state.values():
+            for key, value in entry.items():
+                if torch.is_tensor(value) and key != "step":  # AdamW keeps its step counter on the CPU
+                    entry[key] = value.to(device)
+        self.device = device
+        return self
+
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[torch.nn.Module]:
         """Context for validation: the raw UNet in eval mode, no grad, the training autocast; restores
