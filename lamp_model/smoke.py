@@ -35,18 +35,12 @@ def tiny_models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A tiny LAMP UNet (motion layers drawn at random so that none is an identity) and a tiny VAE."""
     from diffusers import AutoencoderKL
 
-    from .unet3d import LampUNet3D, is_motion_key
+    from .unet3d import LampUNet3D, randomize_motion_layers
 
     with torch.random.fork_rng(devices=[]):  # seeded default init without touching the caller's RNG
         torch.manual_seed(seed)
-        unet = LampUNet3D(TINY_UNET).eval()
+        unet = randomize_motion_layers(LampUNet3D(TINY_UNET).eval(), seed)
         vae = AutoencoderKL(**TINY_VAE).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if is_motion_key(name):
-                base = 1.0 if name.endswith("norm_temp.weight") else 0.0
-                p.copy_(base + 0.05 * torch.randn(p.shape, generator=generator))
     return unet, vae
 
 

@@ -363,3 +363,18 @@ def trainable_parameters(unet: nn.Module) -> list[tuple[str, nn.Parameter]]:
             for pname, p in module.named_parameters():
                 chosen[f"{name}.{pname}"] = p
     return list(chosen.items())
+
+
+def randomize_motion_layers(unet: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:
+    """Draw every LAMP layer at random (``norm_temp`` weight around 1), so that none is an identity.
+
+    A freshly inflated UNet has zero temporal branches; tests, benchmarks and the smoke pipeline use this
+    to exercise them with a deterministic, device-independent draw.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if is_motion_key(name):
+                base = 1.0 if name.endswith("norm_temp.weight") else 0.0
+                p.copy_(base + scale * torch.randn(p.shape, generator=generator))
+    return unet

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lamp_model.unet3d import randomize_motion_layers  # noqa: F401  (re-exported for tests)
+
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official_lamp_tiny"
 
 #: A tiny SD-1.x-shaped 2-D UNet config (diffusers keys). 16/32 channels, 4 groups, 2 heads.
@@ -29,16 +31,6 @@ def fixture_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"official fixtures not found at {FIXTURES}")
     return FIXTURES
-
-
-def randomize_motion_layers(unet: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every LAMP layer non-trivial values (fresh inflation leaves most of them at zero)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if any(s in name for s in ("conv1d", "conv_gate", "attn_temp", "norm_temp")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if name.endswith("norm_temp.weight") else 0.0))
-    return unet
 
 
 @pytest.fixture
