@@ -155,8 +155,8 @@ class LampTrainInit:
                                   "direction-specific motions such as 'turn left'."}),
             "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": 1e-7,
                                         "tooltip": "AdamW learning rate (official 3e-5)."}),
-            "seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Seed of every random draw "
-                             "(official 33); the same seed and settings give the same run."}),
+            "train_seed": ("INT", {"default": 33, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Seed of every random "
+                                   "draw (official 33); the same seed and settings give the same run."}),
             "mixed_precision": (PRECISIONS, {"default": "auto", "tooltip": "auto: fp16 on a GPU (official), none on "
                                              "CPU. bf16 is safer on recent GPUs."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Recompute activations in the "
@@ -185,7 +185,7 @@ class LampTrainInit:
 
     def init(self, model: Any, clip: Any, vae: Any, video_folder: str, prompt: str = "", run_name: str = "",
              n_frames: int = 16, stride: int = 1, width: int = 512, height: int = 320, resize: str = "stretch",
-             hflip: bool = True, learning_rate: float = 3e-5, seed: int = 33, mixed_precision: str = "auto",
+             hflip: bool = True, learning_rate: float = 3e-5, train_seed: int = 33, mixed_precision: str = "auto",
              gradient_checkpointing: bool = True, use_8bit_adam: bool = False, save_every: int = 500,
              continue_run: bool = True, skip_bad_clips: bool = False) -> tuple[LampTrainState, str]:
         data, train, weights = _engine()
@@ -199,7 +199,7 @@ class LampTrainInit:
             mixed_precision = "fp16" if device.type == "cuda" else "no"
         try:
             config = train.TrainConfig(n_frames=n_frames, stride=stride, width=width, height=height, resize=resize,
-                                       hflip=hflip, learning_rate=learning_rate, seed=seed,
+                                       hflip=hflip, learning_rate=learning_rate, seed=train_seed,
                                        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                                        use_8bit_adam=use_8bit_adam, save_every=save_every, validate_every=0)
             video_set = data.load_video_set(folder, n_frames, stride, width, height, resize, prompt or None,
@@ -225,7 +225,7 @@ class LampTrainInit:
             except (weights.WeightsFormatError, ValueError) as e:
                 raise ValueError(f"LAMP Train Init: the MODEL cannot be used for LAMP: {e}") from None
             del state2d
-            unet = train.unet_for_training(unet_config, base, seed=seed).to(device)
+            unet = train.unet_for_training(unet_config, base, seed=train_seed).to(device)
             del base
             run_dir = Path(host.output_dir()) / "lamp_training" / name
             try:
@@ -377,8 +377,8 @@ class LampTrainValidate:
                               "is enough to judge the motion)."}),
             "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale "
                               "(official 12.5)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Noise seed; keep it fixed to "
-                             "compare checkpoints."}),
+            "sample_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Noise seed; keep it "
+                                    "fixed to compare checkpoints."}),
         }, "optional": {
             "positive": ("CONDITIONING", {"tooltip": "Prompt of the test video (SD-1.x CLIPTextEncode). Default: "
                                           "the training prompt."}),
@@ -398,7 +398,7 @@ class LampTrainValidate:
         return float("nan")
 
     def validate(self, train_state: LampTrainState, vae: Any, first_frame: torch.Tensor, steps: int = 25,
-                 cfg: float = 12.5, seed: int = 0, positive: Any = None, negative: Any = None
+                 cfg: float = 12.5, sample_seed: int = 0, positive: Any = None, negative: Any = None
                  ) -> tuple[torch.Tensor, dict]:
         from lamp_model.noise import make_raw_noise
         from lamp_model.sampling import sample_video
@@ -417,7 +417,7 @@ class LampTrainValidate:
             n = np.lcm(cond.shape[1], uncond.shape[1])
             cond, uncond = cond.repeat(1, n // cond.shape[1], 1), uncond.repeat(1, n // uncond.shape[1], 1)
         device = host.torch_device()
-        noise = make_raw_noise(seed, (1, 4, cfg_.n_frames, *first.shape[-2:]))
+        noise = make_raw_noise(sample_seed, (1, 4, cfg_.n_frames, *first.shape[-2:]))
         bar = host.progress(int(steps), previews=True)
         with torch.inference_mode(False):
             trainer.to(device)

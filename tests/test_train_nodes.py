@@ -144,3 +144,16 @@ def test_training_node_errors(world, tmp_path):
         LampTrainSteps().train("not a state", 1)
     with pytest.raises(ValueError, match="plain name"):
         init(world, run_name="../x")
+
+
+def test_training_workflow_uses_the_official_defaults():
+    import json
+    from pathlib import Path
+
+    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "lamp_train.json").read_text())
+    by_type = {n["type"]: n for n in wf["nodes"]}
+    assert {"LAMP_TrainInit", "LAMP_TrainSteps", "LAMP_SaveMotion", "LAMP_TrainValidate"} <= set(by_type)
+    names = [n for n, s in LampTrainInit.INPUT_TYPES()["required"].items() if s[0] not in ("MODEL", "CLIP", "VAE")]
+    values = dict(zip(names, by_type["LAMP_TrainInit"]["widgets_values"]))
+    assert (values["n_frames"], values["stride"], values["width"], values["height"]) == (16, 1, 512, 320)
+    assert values["resize"] == "stretch" and values["learning_rate"] == 3e-5 and values["train_seed"] == 33
