@@ -226,9 +226,9 @@ def free_memory() -> None:
 
 def patched_unet_state_dict(model: Any) -> dict[str, torch.Tensor]:
     """The UNet weights of a ComfyUI MODEL (ModelPatcher) in LDM naming, with its LoRA/weight patches applied,
-    copied to CPU. Without pending patches the weights are read as they are; with patches ComfyUI loads the
-    model (which applies them) and the patched tensors are copied out."""
-    if HAS_COMFY and getattr(model, "patches", None):
+    copied to CPU. ComfyUI first loads this MODEL (fully), which applies its own patches and removes those of
+    any clone loaded before (clones share one UNet module, patched in place); then the tensors are copied."""
+    if HAS_COMFY and hasattr(model, "load_device"):
         _mm.load_models_gpu([model], force_full_load=True)
     unet = model.model.diffusion_model
     return {k: v.detach().to("cpu", copy=True) for k, v in unet.state_dict().items()}

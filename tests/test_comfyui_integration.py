@@ -91,6 +91,14 @@ for k, v in vae.state_dict().items():
 os.makedirs(f"{base}/models/checkpoints", exist_ok=True)
 save_file(ckpt, f"{base}/models/checkpoints/tiny_sd15.safetensors")
 
+# a LoRA (kohya naming) on one cross-attention key projection, strong enough to change the video
+lora_key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+out_f, in_f = sd["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"].shape
+os.makedirs(f"{base}/models/loras", exist_ok=True)
+save_file({f"{lora_key}.lora_up.weight": torch.randn(out_f, 4, generator=torch.Generator().manual_seed(5)).half(),
+           f"{lora_key}.lora_down.weight": torch.randn(4, in_f, generator=torch.Generator().manual_seed(6)).half(),
+           f"{lora_key}.alpha": torch.tensor(4.0).half()}, f"{base}/models/loras/tiny_lora.safetensors")
+
 lamp = inflate_unet(unet)
 with torch.no_grad():
     for name, p in lamp.named_parameters():
@@ -347,6 +355,38 @@ def test_controlnet_edit_workflow(server):
     history = server.run(prompt)
     assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[-3000:]
     _check_video(server, history, prompt, frames=4)
+
+
+def _frames(server: Server, history: dict, prompt: dict):
+    import numpy as np
+    from PIL import Image, ImageSequence
+    item = _outputs(history, prompt, "SaveAnimatedWEBP")[0]
+    image = Image.open(io.BytesIO(server.view(item)))
+    return [np.asarray(f.convert("RGB"), dtype=np.int16) for f in ImageSequence.Iterator(image)]
+
+
+def test_lora_on_the_model_carries_over_and_does_not_leak(server):
+    """LoraLoaderModelOnly before LAMP Load Motion changes the video; the plain MODEL, loaded afterwards
+    (clones share one UNet module in ComfyUI), gives the original video again."""
+    plain = shrink(to_api(workflow("lamp_image_to_video.json"), server.object_info))
+    for node in plain.values():
+        if node["class_type"] == "SaveAnimatedWEBP":
+            node["inputs"]["lossless"] = True
+    with_lora = json.loads(json.dumps(plain))
+    motion_id = next(k for k, n in with_lora.items() if n["class_type"] == "LAMP_LoadMotion")
+    with_lora["900"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": with_lora[motion_id]["inputs"]["model"], "lora_name": "tiny_lora.safetensors",
+        "strength_model": 1.0}}
+    with_lora[motion_id]["inputs"]["model"] = ["900", 0]
+    plain[motion_id]["inputs"]["weight_dtype"] = "fp32"  # not cached from earlier tests
+    with_lora[motion_id]["inputs"]["weight_dtype"] = "fp32"
+    first = _frames(server, server.run(plain), plain)
+    lora = _frames(server, server.run(with_lora), with_lora)
+    plain[motion_id]["inputs"]["weight_dtype"] = "auto"  # fp32 on the CPU too, but Load Motion runs again
+    second = _frames(server, server.run(plain), plain)
+    assert (first[0] == lora[0]).all(), "frame one is pinned"
+    assert max(abs(a - b).max() for a, b in zip(first[1:], lora[1:])) > 0, "the LoRA did not reach the LAMP UNet"
+    assert all((a == b).all() for a, b in zip(first, second)), "the LoRA leaked into the plain MODEL"
 
 
 def test_errors_reach_the_user_and_cancel_leaves_the_server_usable(server):

@@ -184,7 +184,7 @@ def test_devices_and_memory_go_through_comfyui(comfy, monkeypatch):
     host.free_memory()
     assert comfy.calls == [("free_memory", 123, torch.device("cuda", 0)), ("unload_all_models",),
                            ("soft_empty_cache",)]
-    model = SimpleNamespace(patches={"k": [1]}, model=SimpleNamespace(
+    model = SimpleNamespace(load_device=torch.device("cpu"), patches={}, model=SimpleNamespace(
         diffusion_model=torch.nn.Linear(2, 2)))
     state = host.patched_unet_state_dict(model)
     assert ("load_models_gpu", True) in comfy.calls and set(state) == {"weight", "bias"}
