@@ -201,19 +201,30 @@ def test_host_with_real_comfyui_modules(tmp_path):
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     root = Path(__file__).resolve().parents[1]
     script = f"""
-import sys, torch
-sys.path[:0] = [{comfy_dir!r}, {str(root)!r}]
+import importlib.util, sys, torch
+sys.path.insert(0, {comfy_dir!r})
 import comfy.cli_args; comfy.cli_args.args.cpu = True
 import folder_paths
 folder_paths.models_dir = {str(tmp_path)!r}
-from nodes import host
+# import the pack the way ComfyUI does (a package named after its folder; ComfyUI's own module is `nodes`)
+spec = importlib.util.spec_from_file_location("ComfyUI_LAMP", {str(root / "__init__.py")!r})
+pack = importlib.util.module_from_spec(spec)
+sys.modules["ComfyUI_LAMP"] = pack
+spec.loader.exec_module(pack)
+host = sys.modules["ComfyUI_LAMP.nodes.host"]
+assert "LAMP_Sampler" in pack.NODE_CLASS_MAPPINGS
 assert host.HAS_COMFY, "ComfyUI modules not picked up"
 assert host.register_lamp_folder()[-1].endswith("lamp")
 open(host.lamp_folder() + "/m.safetensors", "wb").write(b"x")
 open(host.lamp_folder() + "/notes.txt", "w").write("x")
 assert host.list_motion_files() == ["m.safetensors"], host.list_motion_files()
 assert host.torch_device().type == "cpu"
+from comfy.cli_args import LatentPreviewMethod
+comfy.cli_args.args.preview_method = LatentPreviewMethod.Auto  # as with --preview-method auto
 bar = host.progress(2, previews=True)
+assert bar._previewer is not None
+kind, image, _ = bar._previewer.decode_latent_to_preview_image("JPEG", host._latent_grid(torch.randn(1, 4, 3, 8, 8)))
+assert kind == "JPEG" and image.size == (16, 16), image.size  # 3 frames of 8x8 in a 2x2 grid
 bar.update(1, preview=torch.zeros(1, 4, 3, 8, 8))
 import comfy.model_management as mm
 mm.interrupt_current_processing(True)
