@@ -233,7 +233,7 @@ def _load_first_frame(path: str, width: int, height: int) -> torch.Tensor:
 
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB").resize((width, height), Image.BICUBIC))
+            arr = np.array(img.convert("RGB").resize((width, height), Image.BICUBIC))
     except OSError as err:
         raise TrainSetupError(f"--validation-image {path}: cannot be read ({err})") from err
     return frames_to_pixels(arr[None])
