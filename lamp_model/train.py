@@ -552,7 +552,9 @@ class MotionTrainer:
         if "lamp_train_state" not in meta:
             raise ValueError(f"'{path}' is not a LAMP training state (a motion file cannot be resumed exactly: "
                              f"use the {STATE_FILE} next to it)")
-        self.load_state_dict(load_file(str(path), device=str(self.device)), json.loads(meta["lamp_train_state"]))
+        # Read on the CPU: load_state_dict moves the moments next to their parameters and keeps AdamW's step
+        # counters on the CPU, where a non-capturable AdamW needs them.
+        self.load_state_dict(load_file(str(path), device="cpu"), json.loads(meta["lamp_train_state"]))
         if self.output_dir is not None and self.is_main_process:
             self._rewrite_loss_log()
 

@@ -109,3 +109,14 @@ def test_cli_errors_are_messages(run_inputs, tmp_path, capsys):
     assert main(no_te) == 2
     err = capsys.readouterr().err
     assert "transformers" in err or "tokenizer/" in err
+
+
+def test_single_file_without_a_vae_is_a_clear_error(tmp_path):
+    from lamp_model.train_cli import load_vae
+
+    ckpt = tmp_path / "unet_only.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(ckpt))
+    with pytest.raises(TrainSetupError, match="holds no usable SD-1.x VAE"):
+        load_vae(ckpt, None)
+    with pytest.raises(TrainSetupError, match="no VAE in"):
+        load_vae(tmp_path, None)
