@@ -1,17 +1,13 @@
 """Writes the example workflows of this folder (ComfyUI UI format, drag-and-drop into ComfyUI).
 
 Run ``python workflows/make_workflows.py`` after changing a node's inputs; tests/test_workflows.py checks the
-written files against the node definitions. ``--pictures DIR`` also draws each workflow as a PNG graph (needs
-Graphviz's ``dot``), as shown in docs/nodes.md. Each node below states its sockets and widget values in the order
+written files against the node definitions. Each node below states its sockets and widget values in the order
 ComfyUI saves them (widgets in input order; an INT seed with "control after generate" adds one value).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
-import subprocess
 from typing import Any, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,10 +73,11 @@ def text(g: Graph, pos, clip: dict, prompt: str, title: str) -> dict:
     return node
 
 
-def sdxl_frame_one(g: Graph, x: int, positive: tuple[dict, str], negative: tuple[dict, str], ckpt: dict) -> dict:
+def sdxl_frame_one(g: Graph, x: int, positive: tuple[dict, str], negative: tuple[dict, str], ckpt: dict,
+                   size_pos: tuple[int, int]) -> dict:
     """EmptyLatentImage → KSampler → VAEDecode on SD-XL; returns the VAEDecode node (frame one).
     ``positive``/``negative``: (node, output name) of the conditioning."""
-    empty = g.node("EmptyLatentImage", (x, 560), outputs=[("LATENT", "LATENT")], widgets=[1024, 640, 1],
+    empty = g.node("EmptyLatentImage", size_pos, outputs=[("LATENT", "LATENT")], widgets=[1024, 640, 1],
                    title="Frame-one size (SD-XL; 1.6:1 like 512×320)", size=(320, 110))
     sampler = g.node("KSampler", (x + 380, 40),
                      inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
@@ -141,7 +138,7 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     save = g.node("SaveVideo", (x + 1100, 620), inputs=[("video", "VIDEO")],
                   widgets=["video/LAMP", "auto", "auto"], size=(360, 300))
     g.link(video, "VIDEO", save, "video")
-    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 1000), "#3f789e")
+    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 980), "#3f789e")
 
 
 def text_to_video() -> Graph:
@@ -151,8 +148,8 @@ def text_to_video() -> Graph:
     pos = text(g, (0, 180), sdxl, "a horse runs on the beach at sunset, photo, highly detailed",
                "Frame-one prompt (SD-XL)")
     neg = text(g, (0, 340), sdxl, "blurry, low quality, watermark, text", "Frame-one negative (SD-XL)")
-    decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl)
-    g.group("Frame one (SD-XL)", (-20, -40, 740, 1000), "#88aa88")
+    decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl, (0, 500))
+    g.group("Frame one (SD-XL)", (-20, -40, 740, 980), "#88aa88")
     lamp_chain(g, 800, decode, "IMAGE", "a horse runs on the beach at sunset")
     return g
 
@@ -162,7 +159,7 @@ def image_to_video() -> Graph:
     g = Graph()
     load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                   widgets=["example.png", "image"], title="Frame one (your photo)", size=(340, 360))
-    g.group("Frame one (a photo)", (-20, -40, 400, 1000), "#88aa88")
+    g.group("Frame one (a photo)", (-20, -40, 400, 980), "#88aa88")
     lamp_chain(g, 440, load, "IMAGE", "a horse runs in the field")
     return g
 
@@ -193,8 +190,8 @@ def controlnet_edit() -> Graph:
     g.link(cn, "CONTROL_NET", apply, "control_net")
     g.link(canny, "IMAGE", apply, "image")
     g.link(sdxl, "VAE", apply, "vae")
-    decode = sdxl_frame_one(g, 380, (apply, "positive"), (apply, "negative"), sdxl)
-    g.group("Edited frame one (Canny + ControlNet on SD-XL)", (-20, -40, 1120, 1000), "#88aa88")
+    decode = sdxl_frame_one(g, 380, (apply, "positive"), (apply, "negative"), sdxl, (380, 830))
+    g.group("Edited frame one (Canny + ControlNet on SD-XL)", (-20, -40, 1120, 1020), "#88aa88")
     lamp_chain(g, 1160, decode, "IMAGE", "a horse made of gold runs, van gogh style painting")
     return g
 
@@ -206,62 +203,12 @@ WORKFLOWS = {
 }
 
 
-#: Socket colours of ComfyUI's default palette.
-COLORS = {"MODEL": "#b39ddb", "CLIP": "#fdd835", "VAE": "#ff6e6e", "LATENT": "#ff9cf9", "IMAGE": "#64b5f6",
-          "CONDITIONING": "#ffa931", "CONTROL_NET": "#00d78d", "NOISE": "#b0b0b0", "LAMP_MODEL": "#7e57c2",
-          "VIDEO": "#4db6ac", "MASK": "#81c784"}
-
-
-def to_dot(workflow: dict[str, Any]) -> str:
-    """Graphviz source of a workflow: one box per node (title + widget values), edges coloured by type."""
-    def esc(text: Any) -> str:
-        return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-    lines = ['digraph G {', 'rankdir=LR; bgcolor="#202020"; nodesep=0.25; ranksep=0.5;',
-             'node [shape=plain, fontname="Helvetica", fontcolor="#dddddd"];',
-             'edge [penwidth=2, fontname="Helvetica", fontsize=9, fontcolor="#aaaaaa"];']
-    groups = workflow.get("groups", [])
-    members: dict[int, list[str]] = {i: [] for i in range(len(groups))}
-    for node in workflow["nodes"]:
-        pretty = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", node["type"]).replace("LAMP_", "LAMP ")
-        title = node.get("title") or (pretty if node["type"].startswith("LAMP_") else node["type"])
-        fill = "#3a2f55" if node["type"].startswith("LAMP_") else "#353535"
-        values = [v for v in node["widgets_values"] if v not in ("fixed", "randomize", "image")]
-        shown = ", ".join(esc(v if not isinstance(v, str) or len(v) < 34 else v[:31] + "…") for v in values)
-        rows = f'<tr><td bgcolor="{fill}"><b>{esc(title)}</b></td></tr>'
-        if node.get("title"):
-            rows += f'<tr><td><font point-size="9" color="#999999">{esc(node["type"])}</font></td></tr>'
-        if shown:
-            rows += f'<tr><td><font point-size="9">{shown}</font></td></tr>'
-        label = f'<<table border="1" cellborder="0" cellpadding="4" bgcolor="#2a2a2a" color="#555555">{rows}</table>>'
-        line = f'n{node["id"]} [label={label}];'
-        x, y = node["pos"]
-        box = next((i for i, g in enumerate(groups) if g["bounding"][0] <= x <= g["bounding"][0] + g["bounding"][2]
-                    and g["bounding"][1] <= y <= g["bounding"][1] + g["bounding"][3]), None)
-        (members[box] if box is not None else lines).append(line)
-    for i, group in enumerate(groups):
-        lines.append(f'subgraph cluster_{i} {{ label="{esc(group["title"])}"; fontcolor="#dddddd"; '
-                     f'color="{group["color"]}"; style=rounded;')
-        lines += members[i] + ["}"]
-    for _, src, _, dst, _, kind in workflow["links"]:
-        lines.append(f'n{src} -> n{dst} [color="{COLORS.get(kind, "#888888")}", label="{kind}"];')
-    return "\n".join(lines + ["}"])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pictures", metavar="DIR", help="also write <workflow>.png graphs there (needs dot)")
-    args = parser.parse_args()
     for name, build in WORKFLOWS.items():
-        workflow = build().to_json()
         with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
-            json.dump(workflow, f, indent=1, ensure_ascii=False)
+            json.dump(build().to_json(), f, indent=1, ensure_ascii=False)
             f.write("\n")
         print("wrote", name)
-        if args.pictures:
-            out = os.path.join(args.pictures, name.replace(".json", ".png"))
-            subprocess.run(["dot", "-Tpng", "-Gdpi=80", "-o", out], input=to_dot(workflow), text=True, check=True)
-            print("drew", out)
 
 
 if __name__ == "__main__":
