@@ -27,6 +27,10 @@ _EXPORTS = {
     "color_match": "postprocess",
     "write_video": "video_io",
     "write_strip": "video_io",
+    "lamp_loss": "train",
+    "TrainConfig": "train",
+    "MotionTrainer": "train",
+    "load_video_set": "data",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -69,7 +69,7 @@ def causal_temporal_conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     else:
         z = F.conv2d(y, stacked[:, :, None, None])
     z = z.view(b, num_frames, taps, c, h, w)
-    out = torch.zeros_like(z[:, :, 0]) if bias is None else bias.view(1, 1, c, 1, 1).expand_as(z[:, :, 0]).clone()
+    out = torch.zeros_like(z[:, :, 0]) if bias is None else bias.to(z.dtype).view(1, 1, c, 1, 1).expand_as(z[:, :, 0]).clone()
     for k in range(taps):  # one shifted add per tap, never a loop over frames
         lag = taps - 1 - k - lookahead  # output frame t reads input frame t - lag
         if lag >= num_frames or -lag >= num_frames:

@@ -534,11 +534,11 @@ class MotionTrainer:
 
     def save(self, path: str | Path) -> Path:
         """Write the training state (see :meth:`state_dict`) atomically to ``path`` (.safetensors)."""
-        from .weights import _atomic_save
+        from .weights import atomic_save
 
         tensors, info = self.state_dict()
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        return _atomic_save(tensors, path, {"lamp_train_state": json.dumps(info)})
+        return atomic_save(tensors, path, {"lamp_train_state": json.dumps(info)})
 
     def load(self, path: str | Path) -> None:
         """Resume from a file written by :meth:`save`."""

@@ -544,7 +544,7 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
 
 
-def _atomic_save(tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> Path:
+def atomic_save(tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> Path:
     """Write a safetensors file through a temporary file in the same folder and ``os.replace``, so a reader
     (or a crash) never sees a half-written file."""
     path = Path(path)
@@ -571,7 +571,7 @@ def save_motion(unet: LampUNet3D, path: PathLike, metadata: Mapping[str, Any] | 
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in motion_state_dict(unet).items()}
     meta = {**_strings(metadata), "format": MOTION_FORMAT, "format_version": MOTION_VERSION, "base_family": "sd1",
             "architecture": json.dumps({k: unet.config[k] for k in ARCH_KEYS})}
-    return _atomic_save(tensors, path, meta)
+    return atomic_save(tensors, path, meta)
 
 
 def save_unet(unet: LampUNet3D, path: PathLike, metadata: Mapping[str, Any] | None = None,
@@ -579,7 +579,7 @@ def save_unet(unet: LampUNet3D, path: PathLike, metadata: Mapping[str, Any] | No
     """Write the whole LAMP UNet as one ``.safetensors`` (``lamp_full``), its full config in the metadata."""
     tensors = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in unet.state_dict().items()}
     meta = {**_strings(metadata), "format": "lamp_full", "architecture": json.dumps(unet.config)}
-    return _atomic_save(tensors, path, meta)
+    return atomic_save(tensors, path, meta)
 
 
 def convert_official(src: PathLike, out_path: PathLike, dtype: torch.dtype = torch.float16,
