@@ -416,3 +416,10 @@ def test_errors_reach_the_user_and_cancel_leaves_the_server_usable(server):
     again = server.run(base)  # the next run works
     assert again["status"]["status_str"] == "success"
     _check_video(server, again, base, frames=4)
+
+    # ComfyUI's "Unload models" / "Free model and node cache": the next run reloads and works
+    assert _post(f"{server.url}/free", {"unload_models": True, "free_memory": True})[0] == 200
+    time.sleep(1.5)
+    after_free = server.run(base)
+    assert after_free["status"]["status_str"] == "success"
+    _check_video(server, after_free, base, frames=4)
