@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
+from einops import rearrange
 from torch import nn
 
 
@@ -80,9 +81,9 @@ class LampTransformerBlock(nn.Module):
         # Text keys/values are the same for every frame of a video: fold the frames into the queries.
         x = self.attn2(self.norm2(x).reshape(b, num_frames * n, c), context).view(bf, n, c) + x
         x = self.ff(self.norm3(x)) + x
-        xt = x.view(b, num_frames, n, c).transpose(1, 2).reshape(b * n, num_frames, c)
+        xt = rearrange(x, "(b f) n c -> (b n) f c", f=num_frames)
         xt = self.attn_temp(self.norm_temp(xt)) + xt
-        return xt.view(b, n, num_frames, c).transpose(1, 2).reshape(bf, n, c)
+        return rearrange(xt, "(b n) f c -> (b f) n c", n=n)
 
 
 class Transformer3D(nn.Module):
@@ -97,9 +98,8 @@ class Transformer3D(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
-        bf, c, hgt, wid = x.shape
-        h = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(bf, hgt * wid, c)
+        hgt = x.shape[2]
+        h = rearrange(self.proj_in(self.norm(x)), "bf c h w -> bf (h w) c")
         for block in self.transformer_blocks:
             h = block(h, context, num_frames)
-        h = h.view(bf, hgt, wid, c).permute(0, 3, 1, 2)
-        return self.proj_out(h) + x
+        return self.proj_out(rearrange(h, "bf (h w) c -> bf c h w", h=hgt)) + x
