@@ -5,9 +5,8 @@ TAESD-layout VAE, a matching random LAMP motion file) into a temporary base dire
 127.0.0.1 with only this pack (``--base-directory``, ``--whitelist-custom-nodes``), converts the example
 workflows to API format with the server's own /object_info and runs them through /prompt, shrunk to a few
 steps and frames. SD-XL cannot be made tiny, so the SD-XL loaders get the tiny SD-1.5 checkpoint: the SD-XL
-part is exercised as graph plumbing, the LAMP part for real. Workflow (c) additionally needs a ControlNet and
-is run when ``LAMP_TEST_CONTROLNET`` names a ControlNet file that fits the tiny checkpoint (else only the
-frame-one branch of it is checked by validation).
+part is exercised as graph plumbing, the LAMP part for real; workflow (c) gets a tiny random SD-1.5 ControlNet
+built with ComfyUI's own ControlNet class.
 
 Environment: COMFYUI_DIR (required), COMFYUI_PYTHON (the Python with ComfyUI's requirements; default
 ``$COMFYUI_DIR/../venv/bin/python`` if present, else this interpreter). The fixture build needs diffusers,
@@ -39,7 +38,7 @@ pytestmark = [pytest.mark.integration,
 
 LAMP_IDS = {"LAMP_LoadMotion", "LAMP_LoadOfficialCheckpoint", "LAMP_ConvertOfficial", "LAMP_FirstFrame",
             "LAMP_SharedNoise", "LAMP_Sampler", "LAMP_ColorMatch"}
-CKPT, MOTION = "tiny_sd15.safetensors", "tiny_motion.safetensors"
+CKPT, MOTION, CONTROLNET = "tiny_sd15.safetensors", "tiny_motion.safetensors", "tiny_controlnet.safetensors"
 
 #: Runs in ComfyUI's Python: builds the tiny fixtures with diffusers/transformers, renames the UNet with
 #: ComfyUI's own diffusers->LDM map, and writes the motion file with this pack's engine.
@@ -98,6 +97,21 @@ os.makedirs(f"{base}/models/loras", exist_ok=True)
 save_file({f"{lora_key}.lora_up.weight": torch.randn(out_f, 4, generator=torch.Generator().manual_seed(5)).half(),
            f"{lora_key}.lora_down.weight": torch.randn(4, in_f, generator=torch.Generator().manual_seed(6)).half(),
            f"{lora_key}.alpha": torch.tensor(4.0).half()}, f"{base}/models/loras/tiny_lora.safetensors")
+
+# a ControlNet (LDM layout) of the same shape, built with ComfyUI's own class and detection
+import comfy.cldm.cldm, comfy.model_detection, comfy.ops
+detected = comfy.model_detection.model_config_from_unet(
+    {k: v for k, v in ckpt.items() if k.startswith("model.diffusion_model.")}, "model.diffusion_model.")
+assert type(detected).__name__ == "SD15", type(detected).__name__
+cn_config = {k: v for k, v in detected.unet_config.items() if k != "out_channels"}
+control = comfy.cldm.cldm.ControlNet(**cn_config, hint_channels=3, operations=comfy.ops.disable_weight_init,
+                                     dtype=torch.float32, device="cpu")
+cn = {}
+for k, v in control.state_dict().items():
+    t = torch.zeros_like(v) if k.endswith("bias") else torch.randn(v.shape, generator=g) / max(1, v[0].numel()) ** 0.5
+    cn["control_model." + k] = t.half()
+os.makedirs(f"{base}/models/controlnet", exist_ok=True)
+save_file(cn, f"{base}/models/controlnet/tiny_controlnet.safetensors")
 
 lamp = inflate_unet(unet)
 with torch.no_grad():
@@ -252,6 +266,8 @@ def shrink(prompt: dict, frames: int = 4, steps: int = 2) -> dict:
             inputs["ckpt_name"] = CKPT
         elif kind == "LAMP_LoadMotion":
             inputs["motion_file"] = MOTION
+        elif kind == "ControlNetLoader":
+            inputs["control_net_name"] = CONTROLNET
         elif kind == "EmptyLatentImage":
             inputs.update(width=128, height=64)
         elif kind == "KSampler":
@@ -335,26 +351,10 @@ def test_workflow_runs_end_to_end(server, name):
 
 def test_controlnet_edit_workflow(server):
     prompt = shrink(to_api(workflow("lamp_sdxl_controlnet_edit_to_video.json"), server.object_info))
-    controlnet = os.environ.get("LAMP_TEST_CONTROLNET")
-    if not controlnet:
-        # No ControlNet fits the tiny checkpoint: check the graph by running everything but the ControlNet,
-        # i.e. the frame-one KSampler takes the prompts directly.
-        for node in prompt.values():
-            if node["class_type"] == "KSampler":
-                for key in ("positive", "negative"):
-                    apply = prompt[node["inputs"][key][0]]
-                    node["inputs"][key] = apply["inputs"][key]
-        prompt = {k: v for k, v in prompt.items()
-                  if v["class_type"] not in ("ControlNetApplyAdvanced", "ControlNetLoader")}
-    else:
-        (server.base / "models" / "controlnet").mkdir(parents=True, exist_ok=True)
-        shutil.copy(controlnet, server.base / "models" / "controlnet" / Path(controlnet).name)
-        for node in prompt.values():
-            if node["class_type"] == "ControlNetLoader":
-                node["inputs"]["control_net_name"] = Path(controlnet).name
     history = server.run(prompt)
     assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[-3000:]
     _check_video(server, history, prompt, frames=4)
+    assert "missing controlnet keys" not in server.log_text()
 
 
 def _frames(server: Server, history: dict, prompt: dict):

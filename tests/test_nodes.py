@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from safetensors.torch import save_file
 
 from conftest import TINY_CONFIG, randomize_motion_layers
 from lamp_model.noise import make_raw_noise, shared_noise
