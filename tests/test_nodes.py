@@ -112,14 +112,23 @@ def cond(width: int = CTX, tokens: int = 77, seed: int = 0, extras: dict | None 
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True)
+def _restore_host_state():
+    """Leave nodes.host as found: fallback folders and any pending simulated Cancel."""
+    saved = dict(host._fallback_dirs)
+    yield
+    host._fallback_dirs.clear()
+    host._fallback_dirs.update(saved)
+    host.simulate_cancel(-1)
+
+
 @pytest.fixture
 def folders(tmp_path):
     lamp, inp = tmp_path / "models" / "lamp", tmp_path / "input"
     lamp.mkdir(parents=True)
     inp.mkdir()
     host.configure_fallback(lamp=str(lamp), input=str(inp), output=str(tmp_path / "output"))
-    yield SimpleNamespace(lamp=lamp, input=inp)
-    host.simulate_cancel(-1)
+    return SimpleNamespace(lamp=lamp, input=inp)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,16 @@ from nodes import host
 
 
 # ---------------------------------------------------------------------------------------------- fallbacks
+@pytest.fixture(autouse=True)
+def _restore_host_state():
+    """Leave nodes.host as found: fallback folders and any pending simulated Cancel."""
+    saved = dict(host._fallback_dirs)
+    yield
+    host._fallback_dirs.clear()
+    host._fallback_dirs.update(saved)
+    host.simulate_cancel(-1)
+
+
 def test_fallback_folders_list_only_motion_files(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("a.safetensors", "b.ckpt", "sub/c.bin", "d.pt", "notes.txt", "e.json"):

@@ -81,9 +81,13 @@ def definitions(tmp_path_factory):
     from nodes import NODE_CLASS_MAPPINGS, host
     lamp = tmp_path_factory.mktemp("lamp")
     (lamp / "horse_run.safetensors").write_bytes(b"")
+    saved = dict(host._fallback_dirs)
     host.configure_fallback(lamp=str(lamp))
-    defs = {name: (cls.INPUT_TYPES(), tuple(cls.RETURN_TYPES), getattr(cls, "RETURN_NAMES", None))
-            for name, cls in NODE_CLASS_MAPPINGS.items()}
+    try:
+        defs = {name: (cls.INPUT_TYPES(), tuple(cls.RETURN_TYPES), getattr(cls, "RETURN_NAMES", None))
+                for name, cls in NODE_CLASS_MAPPINGS.items()}
+    finally:
+        host._fallback_dirs.update(saved)
     defs.update(CORE)
     return defs
 
