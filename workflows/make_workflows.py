@@ -196,10 +196,49 @@ def controlnet_edit() -> Graph:
     return g
 
 
+def train_workflow() -> Graph:
+    """Few-shot training in chunks: Train Init → Train Steps (loss plot) → Validate / Save Motion."""
+    g = Graph()
+    sd15 = checkpoint(g, (0, 40), SD15_CKPT, "SD-1.5 checkpoint (the base to learn on)")
+    init = g.node("LAMP_TrainInit", (380, 40), inputs=[("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE")],
+                  outputs=[("train_state", "LAMP_TRAIN_STATE"), ("report", "STRING")],
+                  widgets=["horse_run", "", "", 16, 1, 512, 320, "stretch", True, 3e-5, 33, "auto", True, False,
+                           500, True, False],
+                  title="LAMP Train Init (video folder under ComfyUI/input)", size=(360, 560))
+    g.link(sd15, "MODEL", init, "model")
+    g.link(sd15, "CLIP", init, "clip")
+    g.link(sd15, "VAE", init, "vae")
+    steps = g.node("LAMP_TrainSteps", (780, 40), inputs=[("train_state", "LAMP_TRAIN_STATE")],
+                   outputs=[("train_state", "LAMP_TRAIN_STATE"), ("loss_plot", "IMAGE"), ("report", "STRING")],
+                   widgets=[250, True], title="LAMP Train Steps (queue again to train on)", size=(340, 110))
+    g.link(init, "train_state", steps, "train_state")
+    plot = g.node("PreviewImage", (780, 190), inputs=[("images", "IMAGE")], title="Loss", size=(420, 300))
+    g.link(steps, "loss_plot", plot, "images")
+    save = g.node("LAMP_SaveMotion", (780, 530), inputs=[("train_state", "LAMP_TRAIN_STATE")],
+                  outputs=[("motion_file", "STRING")], widgets=["", True, False], size=(340, 130))
+    g.link(steps, "train_state", save, "train_state")
+    load = g.node("LoadImage", (1240, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                  widgets=["example.png", "image"], title="Validation first frame", size=(320, 320))
+    val = g.node("LAMP_TrainValidate", (1240, 400),
+                 inputs=[("train_state", "LAMP_TRAIN_STATE"), ("vae", "VAE"), ("first_frame", "IMAGE"),
+                         ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                 outputs=[("frames", "IMAGE"), ("latent", "LATENT")], widgets=[25, 12.5, 0], size=(320, 190))
+    g.link(steps, "train_state", val, "train_state")
+    g.link(sd15, "VAE", val, "vae")
+    g.link(load, "IMAGE", val, "first_frame")
+    webp = g.node("SaveAnimatedWEBP", (1600, 40), inputs=[("images", "IMAGE")],
+                  widgets=["LAMP/training", 8.0, False, 90, "default"], size=(360, 420))
+    g.link(val, "frames", webp, "images")
+    g.group("LAMP few-shot training: 8-16 clips of one motion → motion file in models/lamp", (-20, -40, 2000, 760),
+            "#3f789e")
+    return g
+
+
 WORKFLOWS = {
     "lamp_sdxl_text_to_video.json": text_to_video,
     "lamp_image_to_video.json": image_to_video,
     "lamp_sdxl_controlnet_edit_to_video.json": controlnet_edit,
+    "lamp_train.json": train_workflow,
 }
 
 
