@@ -4,7 +4,8 @@ Two stages, so that any latent codec can drive the trainer:
 
 1. :func:`load_video_set` reads a folder of 8–16 clips (``.mp4 .webm .mov .gif .mkv .avi .m4v`` files,
    or sub-folders of numbered frames) with PyAV / Pillow, resizes every frame to the training size
-   (``"stretch"`` as the official code, or ``"crop"``: keep the aspect ratio and centre-crop) and checks
+   (``"stretch"`` as the official code, ``"center-crop"`` or ``"pad"``: keep the aspect ratio; see
+   :func:`lamp_model.frames.fit_frames`) and checks
    that each clip is long enough. Bad inputs raise :class:`VideoSetError` naming every bad file and what
    was loaded fine. The prompt defaults to the folder name with ``_`` → space, as in the official code.
 2. :func:`encode_video_set` runs a frozen encoder ONCE over every usable frame (and over the mirrored
@@ -28,11 +29,12 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from .frames import RESIZE_MODES, fit_frames
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".gif", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-RESIZE_MODES = ("stretch", "crop")
 
 #: ``encode(pixels[N,3,H,W] in [-1,1]) -> mean`` or ``(mean, std)``, latents ``[N,C,h,w]`` already
 #: multiplied by the model's scaling factor (0.18215 for SD-1.x).
@@ -47,12 +49,9 @@ class VideoSetError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- decoding
 def _resize(img: Image.Image, width: int, height: int, mode: str) -> np.ndarray:
-    img = img.convert("RGB")
-    if mode == "stretch":
-        img = img.resize((width, height), Image.BICUBIC)
-    else:
-        img = ImageOps.fit(img, (width, height), Image.BICUBIC)
-    return np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only arrays)
+    frame = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)[None] / 255.0
+    fitted = fit_frames(frame, width, height, mode)[0].permute(1, 2, 0)
+    return (fitted * 255.0).round().to(torch.uint8).numpy()
 
 
 def _natural_key(name: str) -> list:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from .data import LatentClipSet
+from .frames import RESIZE_MODES
 from .unet3d import LampUNet3D, inflate_unet, trainable_parameters
 
 log = logging.getLogger("lamp_model.train")
@@ -134,7 +135,7 @@ class TrainConfig:
     (10k, the author's advice in issue #12, instead of 30k) and ``validate_every`` (500, not 50).
 
     Data: ``n_frames`` frames at ``stride`` from a random start, ``width``×``height`` pixels (latents /8),
-    ``resize`` ``"stretch"`` (official) or ``"crop"``, ``hflip`` random mirror of the whole clip (p=0.5;
+    ``resize`` ``"stretch"`` (official), ``"center-crop"`` or ``"pad"``, ``hflip`` random mirror of the whole clip (p=0.5;
     it corrupts direction-specific motions such as "turn left": switch it off for those),
     ``max_clip_frames`` caps the frames decoded per clip.
 
@@ -183,8 +184,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}")
-        if self.resize not in ("stretch", "crop"):
-            raise ValueError(f"resize must be 'stretch' or 'crop', not {self.resize!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
         for name in ("n_frames", "stride", "batch_size", "width", "height"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -2,52 +2,26 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from lamp_model.frames import RESIZE_MODES, fit_frames
 
 from . import host
 
 log = logging.getLogger("ComfyUI-LAMP")
 
-RESIZE_MODES = ["stretch", "center-crop", "pad"]
 #: SD-1.x UNets halve the latent three times; other sizes work but are padded inside the UNet.
 UNET_MULTIPLE = 64
 
 
 def fit_image(image: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
-    """Resize one IMAGE ``[1,H,W,3]`` (0..1) to ``[1,height,width,3]``.
-
-    ``stretch`` (the official pipeline) ignores the aspect ratio; ``center-crop`` fills the frame and cuts
-    the overflow; ``pad`` fits the whole image and fills the rest with black.
-    """
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"LAMP First Frame: resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    x = image.movedim(-1, 1).float()
-    _, _, h0, w0 = x.shape
-    if (h0, w0) == (height, width):
-        return x.movedim(1, -1)
-
-    def resize(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-    if mode == "stretch":
-        x = resize(x, height, width)
-    elif mode == "center-crop":
-        s = max(height / h0, width / w0)
-        h, w = max(height, math.ceil(h0 * s)), max(width, math.ceil(w0 * s))
-        x = resize(x, h, w)
-        top, left = (h - height) // 2, (w - width) // 2
-        x = x[:, :, top:top + height, left:left + width]
-    else:
-        s = min(height / h0, width / w0)
-        h, w = min(height, max(1, round(h0 * s))), min(width, max(1, round(w0 * s)))
-        x = resize(x, h, w)
-        top, left = (height - h) // 2, (width - w) // 2
-        x = F.pad(x, (left, width - w - left, top, height - h - top), value=0.0)
-    return x.movedim(1, -1).contiguous()
+    """Resize one IMAGE ``[1,H,W,3]`` (0..1) to ``[1,height,width,3]`` with the engine's ``fit_frames``."""
+    try:
+        return fit_frames(image.movedim(-1, 1), width, height, mode).movedim(1, -1).contiguous()
+    except ValueError as exc:
+        raise ValueError(f"LAMP First Frame: {exc}") from None
 
 
 class LampFirstFrame:
@@ -65,7 +39,7 @@ class LampFirstFrame:
                                "tooltip": "Video height in pixels, a multiple of 8 (LAMP is trained at 512×320)."}),
             "frames": ("INT", {"default": 16, "min": 2, "max": 128,
                                "tooltip": "Number of video frames including frame one (LAMP is trained on 16)."}),
-            "resize": (RESIZE_MODES, {"default": "stretch",
+            "resize": (list(RESIZE_MODES), {"default": "stretch",
                                       "tooltip": "How the image is fitted to width×height: stretch (official), "
                                                  "center-crop, or pad with black."}),
         }}

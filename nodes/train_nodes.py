@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lamp_model.frames import RESIZE_MODES
+
 from . import host
 from .motion_model import SD1_LATENT_SCALE, require_sd1
 
@@ -149,8 +151,8 @@ class LampTrainInit:
                               "tooltip": "Training width in pixels (official 512)."}),
             "height": ("INT", {"default": 320, "min": 64, "max": 2048, "step": 8,
                                "tooltip": "Training height in pixels (official 320)."}),
-            "resize": (["stretch", "crop"], {"default": "stretch", "tooltip": "stretch to the size (official) or "
-                                             "keep the aspect ratio and centre-crop."}),
+            "resize": (list(RESIZE_MODES), {"default": "stretch", "tooltip": "stretch to the size (official), or "
+                                            "keep the aspect ratio and centre-crop or pad."}),
             "hflip": ("BOOLEAN", {"default": True, "tooltip": "Randomly mirror clips (official on). Turn it OFF for "
                                   "direction-specific motions such as 'turn left'."}),
             "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": 1e-7,

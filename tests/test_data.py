@@ -93,7 +93,7 @@ def test_crop_keeps_aspect_ratio(tmp_path):
     frame = np.zeros((1, 16, 48, 3), np.uint8)
     frame[:, :, 16:32] = 255  # a white middle third
     folder = write_frame_folder(tmp_path / "clip", frame)
-    cropped = read_frames(folder, 16, 16, resize="crop")[0]
+    cropped = read_frames(folder, 16, 16, resize="center-crop")[0]
     stretched = read_frames(folder, 16, 16, resize="stretch")[0]
     assert cropped.mean() > 250  # centre crop of a 3:1 frame to 1:1 = the white third only
     assert 60 < stretched.mean() < 120  # the stretch keeps the dark sides
