@@ -38,3 +38,14 @@ def tiny_unet(tiny_config):
     from lamp_model.unet3d import LampUNet3D
     torch.manual_seed(0)
     return randomize_motion_layers(LampUNet3D(tiny_config).eval())
+
+
+@pytest.fixture
+def restore_host_state():
+    """Leave nodes.host as found: fallback folders and any pending simulated Cancel."""
+    from nodes import host
+    saved = dict(host._fallback_dirs)
+    yield
+    host._fallback_dirs.clear()
+    host._fallback_dirs.update(saved)
+    host.simulate_cancel(-1)

@@ -112,14 +112,7 @@ def cond(width: int = CTX, tokens: int = 77, seed: int = 0, extras: dict | None 
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(autouse=True)
-def _restore_host_state():
-    """Leave nodes.host as found: fallback folders and any pending simulated Cancel."""
-    saved = dict(host._fallback_dirs)
-    yield
-    host._fallback_dirs.clear()
-    host._fallback_dirs.update(saved)
-    host.simulate_cancel(-1)
+pytestmark = pytest.mark.usefixtures("restore_host_state")
 
 
 @pytest.fixture

@@ -16,14 +16,7 @@ from nodes import host
 
 
 # ---------------------------------------------------------------------------------------------- fallbacks
-@pytest.fixture(autouse=True)
-def _restore_host_state():
-    """Leave nodes.host as found: fallback folders and any pending simulated Cancel."""
-    saved = dict(host._fallback_dirs)
-    yield
-    host._fallback_dirs.clear()
-    host._fallback_dirs.update(saved)
-    host.simulate_cancel(-1)
+pytestmark = pytest.mark.usefixtures("restore_host_state")
 
 
 def test_fallback_folders_list_only_motion_files(tmp_path):
