@@ -1,0 +1,162 @@
+"""Measure the toy LAMP: motion accuracy on unseen first frames, content kept, smoothness, ablations.
+
+``python -m lamp_model.toy.evaluate [--motions right down grow rotate] [--n 24] [--work toy_runs]``
+
+For each motion, ``--n`` first frames whose (shape, colour) pair was NOT among its 8 training clips are
+animated (same seeds and noise for every row) and tracked (:mod:`lamp_model.toy.tracking`):
+
+* **motion accuracy**: fraction of videos whose motion matches the pattern in direction and roughly in
+  magnitude (:data:`~lamp_model.toy.tracking.CRITERIA`, fixed before training);
+* **content kept**: fraction of frames 1.. whose object keeps the first frame's colour and shape;
+* **jitter**: RMS second difference of the tracked centroid (px/frame², 0 for uniform motion).
+
+Rows: the shipped LAMP weights ("full"), the ablations (trained here into ``--work`` when missing, with
+the same seeds and settings as the shipped weights except the one switch), the inflated stage-1 UNet
+with untrained motion layers (no motion learned), and the ground-truth clips (what the tracker reads
+from perfect videos).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..train import unet_for_training
+from . import codec, tracking, world
+from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
+from .stage2 import motion_file, train_motion
+from .stage3 import SamplingOptions, animate, load_motion_unet
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table: which weights, trained how, sampled how."""
+
+    label: str
+    train: dict = field(default_factory=dict)  # stage-2 switches; {} = the shipped weights
+    sampling: dict = field(default_factory=dict)  # SamplingOptions overrides
+    source: str = "motion"  # "motion" (a trained motion file), "untrained", "ground_truth"
+
+
+VARIANTS = {
+    "full": Variant("LAMP (full)"),
+    "no_pin": Variant("no frame-0 pinning (train + sample)", {"pin_first_frame": False}, {"pin_first_frame": False}),
+    "conv_off": Variant("no temporal conv", {"temporal_conv": "off"}),
+    "conv_centered": Variant("centred (non-causal) temporal conv", {"temporal_conv": "centered"}),
+    "no_shared_noise": Variant("no shared noise (alpha 0)", sampling={"shared_noise_alpha": 0.0}),
+    "no_adain_hist": Variant("no AdaIN / histogram matching", sampling={"adain": False, "histogram": False}),
+    "untrained": Variant("untrained motion layers (stage-1 UNet inflated)", source="untrained"),
+    "ground_truth": Variant("ground-truth clips (tracker check)", source="ground_truth"),
+}
+
+
+def _variant_file(work: Path, motion: str, key: str) -> Path:
+    return work / motion / f"{key}.safetensors"
+
+
+def get_unet(motion: str, key: str, weights_dir: Path, work: Path, log=print) -> torch.nn.Module:
+    """The UNet of one row: shipped weights, an ablation (trained now if its file is missing), or untrained."""
+    variant = VARIANTS[key]
+    if variant.source == "untrained":
+        config, state = load_base_parts(weights_dir)
+        unet = unet_for_training(config, state, seed=0)
+        return unet.eval()
+    if not variant.train:
+        return load_motion_unet(motion, weights_dir)
+    path = _variant_file(work, motion, key)
+    if not path.is_file():
+        clock = Stopwatch()
+        trainer = train_motion(motion, weights_dir, log=log, **variant.train)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_motion(path)
+        log(f"  trained {key} for {motion} in {clock():.0f} s -> {path}")
+    return load_motion_unet(path, weights_dir)
+
+
+def score(videos: torch.Tensor, scenes: list[world.Scene], motion: str) -> dict[str, float]:
+    """Tracker metrics of videos ``[N, F, 3, H, W]`` showing ``scenes`` with ``motion``."""
+    ok, kept, jit, amount = [], [], [], []
+    for video, scene in zip(videos, scenes):
+        tr = tracking.track(video, scene.shape)
+        ok.append(tracking.motion_ok(tr, motion))
+        kept.append(tracking.content_kept(tr, scene.shape, scene.colour))
+        jit.append(tracking.jitter(tr))
+        amount.append(tracking.motion_amount(tr, motion))
+    return {"accuracy": float(np.mean(ok)), "content": float(np.mean(kept)), "jitter": float(np.nanmean(jit)),
+            "amount": float(np.nanmedian(amount)), "n": len(ok)}
+
+
+def evaluate(motions: list[str], keys: list[str], n: int = 24, weights_dir: Path | None = None,
+             work: Path = Path("toy_runs"), seed: int = 0, steps: int | None = None, log=print) -> dict:
+    """All (variant, motion) cells: ``{key: {motion: metrics + seconds}}``."""
+    weights_dir = Path(weights_dir or WEIGHTS_DIR)
+    text_encoder = load_text_encoder(weights_dir)
+    results: dict[str, dict[str, dict]] = {k: {} for k in keys}
+    for motion in motions:
+        scenes = world.unseen_first_frames(motion, n, seed=seed)
+        first = world.render(scenes)
+        prompts = [s.caption for s in scenes]
+        for key in keys:
+            clock = Stopwatch()
+            variant = VARIANTS[key]
+            if variant.source == "ground_truth":
+                videos = torch.stack([codec.decode(codec.encode(world.render(world.animate(s, motion)))) for s in scenes])
+            else:
+                unet = get_unet(motion, key, weights_dir, work, log=log)
+                options = replace(SamplingOptions(), **variant.sampling)
+                if steps is not None:
+                    options = replace(options, steps=steps)
+                videos = animate(unet, text_encoder, first, prompts, seed=seed, options=options)
+            cell = score(videos, scenes, motion)
+            cell["seconds"] = round(clock(), 1)
+            results[key][motion] = cell
+            log(f"  {motion:<6} {variant.label:<48} accuracy {cell['accuracy']:6.1%}  content {cell['content']:6.1%}  "
+                f"jitter {cell['jitter']:.2f}  median amount {cell['amount']:.2f}  ({cell['seconds']:.0f} s)")
+    return results
+
+
+def table(results: dict, motions: list[str]) -> str:
+    """The markdown table: motion accuracy per motion, then means of accuracy, content kept and jitter."""
+    head = ["variant", *[f"{m} acc." for m in motions], "mean acc.", "content kept", "jitter (px)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, cells in results.items():
+        acc = [cells[m]["accuracy"] for m in motions]
+        row = [VARIANTS[key].label, *[f"{a:.0%}" for a in acc], f"**{np.mean(acc):.0%}**",
+               f"{np.mean([cells[m]['content'] for m in motions]):.0%}",
+               f"{np.nanmean([cells[m]['jitter'] for m in motions]):.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--n", type=int, default=24, help="unseen first frames per motion (>= 20)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the toy's 20)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--work", type=Path, default=Path("toy_runs"), help="where ablation motion files are trained")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
+    args = ap.parse_args(argv)
+    clock = Stopwatch()
+    results = evaluate(args.motions, args.variants, args.n, args.weights, args.work, args.seed, args.steps)
+    print()
+    print(table(results, args.motions))
+    print(f"\n{args.n} unseen first frames per motion; criteria: " +
+          "; ".join(f"{m}: {tracking.CRITERIA[m]}" for m in args.motions))
+    print(f"evaluate: total {clock():.0f} s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "results": results,
+                                         "seconds": round(clock())}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

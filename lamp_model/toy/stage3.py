@@ -1,0 +1,121 @@
+"""Stage 3: generation: animate first frames with a learned motion, through the engine's real sampler.
+
+``python -m lamp_model.toy.stage3 --motion right [--n 4] [--out DIR]`` takes first frames whose
+(shape, colour) pair the motion never saw in training, encodes them with the toy codec and runs
+:func:`lamp_model.sampling.sample_video` (shared noise, clean frame 0 pinned and never stepped, the
+AdaIN schedule and the final AdaIN, DDIM, classifier-free guidance), decodes, and matches every frame's
+histogram to frame 0 (:func:`lamp_model.postprocess.color_match`, the official post-processing). Writes a
+GIF and a side-by-side strip PNG per video.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..noise import DEFAULT_ALPHA, make_raw_noise
+from ..postprocess import color_match
+from ..sampling import sample_video
+from ..unet3d import LampUNet3D
+from ..video_io import write_strip, write_video
+from ..weights import load_unet, read_motion
+from . import codec, world
+from .models import BASE_FILE, WEIGHTS_DIR, Stopwatch, load_text_encoder, missing_weights_error
+from .stage2 import motion_file
+from .text import ToyTextEncoder
+
+#: Sampling settings of the toy: the official guidance and alpha, fewer DDIM steps (CPU budget).
+TOY_SAMPLING_STEPS = 20
+TOY_GUIDANCE = 12.5
+
+
+@dataclass
+class SamplingOptions:
+    """One sampling configuration (the ablations switch these off one at a time)."""
+
+    steps: int = TOY_SAMPLING_STEPS
+    guidance_scale: float = TOY_GUIDANCE
+    shared_noise_alpha: float = DEFAULT_ALPHA
+    adain: bool = True
+    histogram: bool = True
+    pin_first_frame: bool = True
+    frames: int = world.FRAMES
+
+
+def load_motion_unet(motion: str | Path, weights_dir: Path | None = None) -> LampUNet3D:
+    """The LAMP UNet for a motion (a name, or a motion file path) on the toy base, via the engine's loader.
+
+    The temporal-conv mode a motion was trained with (metadata ``temporal_conv``, ablations) is restored.
+    """
+    weights_dir = Path(weights_dir or WEIGHTS_DIR)
+    path = Path(motion) if str(motion).endswith(".safetensors") else motion_file(str(motion), weights_dir)
+    for needed in (path, weights_dir / BASE_FILE):
+        if not needed.is_file():
+            raise missing_weights_error(needed)
+    unet = load_unet(path, base=weights_dir / BASE_FILE)
+    _, metadata = read_motion(path)
+    unet.set_temporal_conv_mode(metadata.get("temporal_conv", "causal"))
+    return unet.eval()
+
+
+@torch.no_grad()
+def animate(unet: LampUNet3D, text_encoder: ToyTextEncoder, first_frames: torch.Tensor, prompts: list[str],
+            seed: int = 0, options: SamplingOptions | None = None, callback=None) -> torch.Tensor:
+    """First frames ``[N, 3, 32, 32]`` (0..1) + prompts -> videos ``[N, F, 3, 32, 32]`` (0..1).
+
+    All N videos run as one batch; the raw noise is ``make_raw_noise(seed, [N, 4, F, 16, 16])``, so the
+    same seed and batch give the same noise to every ablation.
+    """
+    opt = options or SamplingOptions()
+    first = codec.encode(first_frames).unsqueeze(2)  # [N, 4, 1, h, w]
+    n, c, _, h, w = first.shape
+    cond, uncond = text_encoder.encode(prompts), text_encoder.encode([""] * n)
+    noise = make_raw_noise(seed, (n, c, opt.frames, h, w))
+    latents = sample_video(unet, first, cond, uncond, noise, steps=opt.steps, guidance_scale=opt.guidance_scale,
+                           shared_noise_alpha=opt.shared_noise_alpha, adain=opt.adain, callback=callback,
+                           pin_first_frame=opt.pin_first_frame)
+    videos = codec.decode_video(latents)
+    if opt.histogram:
+        # Official post-processing: frames 1.. matched to frame 0 (with frame 0 pinned, the given image);
+        # without pinning, every frame is matched to the given first frame.
+        refs = codec.decode(first[:, :, 0])
+        videos = torch.stack([color_match(v) if opt.pin_first_frame else color_match(v, ref)
+                              for v, ref in zip(videos, refs)])
+    return videos
+
+
+def save_video(video: torch.Tensor, stem: Path, fmt: str = "gif", scale: int = 4, fps: float = 8) -> tuple[Path, Path]:
+    """Write ``stem.<fmt>`` (gif, webp or mp4) and ``stem_strip.png`` (frames ``[F, 3, H, W]``, upscaled
+    ``scale`` x with nearest neighbours so the 32 px pixels stay visible)."""
+    big = F.interpolate(video, scale_factor=scale, mode="nearest").permute(0, 2, 3, 1)
+    return (write_video(big, stem.parent / f"{stem.name}.{fmt}", fps=fps),
+            write_strip(big, stem.parent / f"{stem.name}_strip.png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.stage3", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--motion", required=True, choices=list(world.MOTIONS))
+    ap.add_argument("--n", type=int, default=4, help="how many unseen first frames to animate")
+    ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--out", type=Path, default=Path("toy_out"))
+    args = ap.parse_args(argv)
+    clock = Stopwatch()
+    unet = load_motion_unet(args.motion, args.weights)
+    text_encoder = load_text_encoder(args.weights)
+    scenes = world.unseen_first_frames(args.motion, args.n, seed=args.seed)
+    videos = animate(unet, text_encoder, world.render(scenes), [s.caption for s in scenes], seed=args.seed,
+                     options=SamplingOptions(steps=args.steps))
+    for i, (scene, video) in enumerate(zip(scenes, videos)):
+        gif, strip = save_video(video, args.out / f"{args.motion}_{i:02d}_{scene.caption.replace(' ', '_')}")
+        print(f"stage 3 [{args.motion}]: {scene.caption} -> {gif}, {strip}")
+    print(f"stage 3 [{args.motion}]: {len(scenes)} videos in {clock():.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

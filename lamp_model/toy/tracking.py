@@ -1,0 +1,189 @@
+"""Measuring toy videos: find the object, track it, classify its colour and shape, judge its motion.
+
+The object is separated from the background by image moments of a soft coverage map, never by a
+learned model, so the measurement cannot share a blind spot with the model it measures:
+
+1. The background of every frame is a plane per colour channel (``a + b*x + c*y``: plain and gradient
+   backgrounds alike) fitted by least squares to the 2-pixel border ring, refitted once without outliers.
+2. The object colour is the mean of the pixels farthest from that background (the object's core).
+3. Coverage ``alpha`` of each pixel is the linear unmixing of background and object colour (exact for
+   the renderer's anti-aliased edges), zero below a noise floor.
+4. Area = sum of alpha, centroid = alpha-weighted mean position, orientation from the complex moment
+   of the shape's symmetry order ``k`` (``arg(sum alpha * (z - c)^k) / k``), accumulated frame to frame.
+
+Thresholds for "the motion matches" are fixed here, before any model is trained (see :data:`CRITERIA`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from . import codec, world
+
+BORDER = 2
+NOISE_FLOOR = 0.12  # colour distance (0..1 RGB) below which a pixel is background
+LOST_AREA = 0.3  # an object smaller than this fraction of its frame-0 area counts as lost
+
+#: Pass criteria of motion accuracy, per motion (expected change over the clip in brackets):
+#: translation (12 px): the shift along the motion is 6..18 px, sideways at most 3 px;
+#: grow (area x3.24): the area ratio last/first is within x1.8..x5.8 (half to 1.5 times the expected
+#: log-ratio), centroid drift at most 3 px; rotate (90 deg clockwise): 45..135 deg clockwise, drift at
+#: most 3 px. In every case the object must stay visible in every frame.
+CRITERIA = {
+    "right": "x shift 6..18 px, |y shift| <= 3 px",
+    "down": "y shift 6..18 px, |x shift| <= 3 px",
+    "grow": "area ratio 1.8..5.8, drift <= 3 px",
+    "rotate": "clockwise turn 45..135 deg, drift <= 3 px",
+}
+MAX_SIDEWAYS_PX = 3.0
+
+
+@dataclass
+class Track:
+    """Per-frame measurements of one video (arrays of length F)."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    area: np.ndarray
+    turn: np.ndarray  # accumulated clockwise rotation since frame 0, degrees (nan without symmetry order)
+    colour: np.ndarray  # [F, 3] object colour
+    features: np.ndarray  # [F, n] shape features
+
+
+def _background(img: np.ndarray) -> np.ndarray:
+    """Least-squares plane per channel fitted to the border ring (with one outlier-rejecting refit)."""
+    h, w, _ = img.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    ring = np.zeros((h, w), bool)
+    ring[:BORDER], ring[-BORDER:], ring[:, :BORDER], ring[:, -BORDER:] = True, True, True, True
+    design = np.stack([np.ones(ring.sum()), xx[ring] / w, yy[ring] / h], 1)
+    values = img[ring]
+    keep = np.ones(len(values), bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        resid = np.linalg.norm(values - design @ coef, axis=1)
+        keep = resid <= max(0.05, 3 * float(np.median(resid)))
+    full = np.stack([np.ones(h * w), xx.ravel() / w, yy.ravel() / h], 1)
+    return (full @ coef).reshape(h, w, 3)
+
+
+def measure_frame(img: np.ndarray, order: int) -> tuple[float, float, float, complex, np.ndarray, np.ndarray]:
+    """Centroid x, y, area, complex moment of ``order``, object colour and shape features of one
+    ``[H, W, 3]`` frame in 0..1."""
+    bg = _background(img)
+    diff = img - bg
+    dist = np.linalg.norm(diff, axis=2)
+    peak = dist.max()
+    if peak < NOISE_FLOOR:
+        return math.nan, math.nan, 0.0, 0j, np.full(3, np.nan), np.full(5, np.nan)
+    core = dist >= 0.7 * peak
+    colour = img[core].mean(0)
+    contrast = colour[None, None] - bg
+    alpha = (diff * contrast).sum(2) / np.maximum((contrast ** 2).sum(2), 1e-6)
+    alpha = np.where(dist >= NOISE_FLOOR, alpha.clip(0, 1), 0.0)
+    area = float(alpha.sum())
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]] + 0.5
+    cx, cy = float((alpha * xx).sum() / area), float((alpha * yy).sum() / area)
+    z = (xx - cx) + 1j * (yy - cy)
+    r = np.abs(z)
+    feats = [float(np.abs((alpha * z ** k).sum()) / max((alpha * r ** k).sum(), 1e-9)) for k in (2, 3, 4)]
+    feats.append(float((alpha * r ** 2).sum() / area ** 2 * 2 * math.pi))  # 1.0 for a disc
+    feats.append(float((alpha * r ** 4).sum() / area ** 3 * 3 * math.pi ** 2))  # 1.0 for a disc
+    moment = complex((alpha * z ** order).sum()) if order else 0j
+    return cx, cy, area, moment, colour, np.array(feats)
+
+
+def track(frames: torch.Tensor | np.ndarray, shape: str) -> Track:
+    """Track the object through frames ``[F, 3, H, W]`` (or ``[F, H, W, 3]``) in 0..1."""
+    arr = frames.detach().cpu().float().numpy() if torch.is_tensor(frames) else np.asarray(frames, np.float32)
+    if arr.shape[1] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    order = world.SYMMETRY[shape]
+    rows = [measure_frame(f.astype(np.float64), order) for f in arr]
+    turn = [0.0]
+    for prev, cur in zip(rows, rows[1:]):
+        if order and prev[3] != 0 and cur[3] != 0:
+            step = math.remainder(math.atan2(cur[3].imag, cur[3].real) - math.atan2(prev[3].imag, prev[3].real),
+                                  2 * math.pi) / order
+            turn.append(turn[-1] + math.degrees(step))
+        else:
+            turn.append(math.nan)
+    return Track(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
+                 np.array(turn), np.stack([r[4] for r in rows]), np.stack([r[5] for r in rows]))
+
+
+# ------------------------------------------------------------------------------------------ judging
+def motion_ok(tr: Track, motion: str) -> bool:
+    """Does the tracked motion match ``motion`` in direction and roughly in magnitude (see CRITERIA)?"""
+    world.check_motion(motion)
+    if not np.all(tr.area >= LOST_AREA * max(tr.area[0], 1e-9)) or np.isnan(tr.cx).any():
+        return False
+    dx, dy = tr.cx[-1] - tr.cx[0], tr.cy[-1] - tr.cy[0]
+    expected = world.SHIFT_PX
+    if motion == "right":
+        return 0.5 * expected <= dx <= 1.5 * expected and abs(dy) <= MAX_SIDEWAYS_PX
+    if motion == "down":
+        return 0.5 * expected <= dy <= 1.5 * expected and abs(dx) <= MAX_SIDEWAYS_PX
+    drift = math.hypot(dx, dy)
+    if motion == "grow":
+        want = math.log(world.GROW_FACTOR ** 2)
+        return 0.5 * want <= math.log(tr.area[-1] / tr.area[0]) <= 1.5 * want and drift <= MAX_SIDEWAYS_PX
+    turn = tr.turn[-1]
+    return 0.5 * world.TURN_DEG <= turn <= 1.5 * world.TURN_DEG and drift <= MAX_SIDEWAYS_PX
+
+
+def motion_amount(tr: Track, motion: str) -> float:
+    """The tracked amount of the motion over the clip: px along the direction, area ratio, or degrees."""
+    if motion == "right":
+        return float(tr.cx[-1] - tr.cx[0])
+    if motion == "down":
+        return float(tr.cy[-1] - tr.cy[0])
+    if motion == "grow":
+        return float(tr.area[-1] / max(tr.area[0], 1e-9))
+    return float(tr.turn[-1])
+
+
+def jitter(tr: Track) -> float:
+    """Temporal smoothness: RMS second difference of the centroid track (px/frame^2; 0 = uniform motion)."""
+    c = np.stack([tr.cx, tr.cy], 1)
+    if np.isnan(c).any():
+        return math.nan
+    return float(np.sqrt((np.diff(c, n=2, axis=0) ** 2).sum(1).mean()))
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """Nearest toy colour to an RGB triple."""
+    if np.isnan(rgb).any():
+        return "?"
+    names = list(world.COLOURS)
+    table = np.array([world.COLOURS[n] for n in names])
+    return names[int(np.argmin(((table - rgb) ** 2).sum(1)))]
+
+
+@lru_cache(maxsize=1)
+def _shape_prototypes() -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of the shape features of rendered (codec round-tripped) shapes, per shape."""
+    rng = np.random.default_rng(1234)
+    scenes = [world.random_scene(rng, shape=s, size_range=(3.8, 8.0)) for s in world.SHAPES for _ in range(40)]
+    images = codec.decode(codec.encode(world.render(scenes))).permute(0, 2, 3, 1).double().numpy()
+    feats = np.stack([measure_frame(img, 0)[5] for img in images]).reshape(len(world.SHAPES), 40, -1)
+    return feats.mean(1), feats.std(1).mean(0) + 1e-3
+
+
+def shape_name(features: np.ndarray) -> str:
+    """Nearest shape prototype (features standardised by their within-shape spread)."""
+    if np.isnan(features).any():
+        return "?"
+    means, spread = _shape_prototypes()
+    return world.SHAPES[int(np.argmin((((means - features) / spread) ** 2).sum(1)))]
+
+
+def content_kept(tr: Track, shape: str, colour: str) -> float:
+    """Fraction of frames after frame 0 whose object has the requested colour AND shape."""
+    hits = [colour_name(tr.colour[t]) == colour and shape_name(tr.features[t]) == shape
+            for t in range(1, len(tr.cx))]
+    return float(np.mean(hits))

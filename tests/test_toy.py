@@ -1,0 +1,161 @@
+"""The toy motion world: deterministic clips, the codec, the tracker, a reduced end-to-end run, and the
+shipped weights still moving an unseen shape the right way."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lamp_model.toy import codec, tracking, world
+from lamp_model.toy.models import BASE_FILE, WEIGHTS_DIR
+from lamp_model.toy.text import ToyTextEncoder
+
+TINY_TOY_UNET = {
+    "sample_size": 16, "in_channels": 4, "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [8, 16], "layers_per_block": 1, "attention_head_dim": 2, "cross_attention_dim": 32,
+    "norm_num_groups": 4,
+}
+
+
+# ------------------------------------------------------------------------------------------ world
+@pytest.mark.parametrize("motion", list(world.MOTIONS))
+def test_clip_generator_is_deterministic(motion):
+    a, b = world.training_clips(motion), world.training_clips(motion)
+    assert len(a) == 8 and all(torch.equal(x.frames, y.frames) for x, y in zip(a, b))
+    assert a[0].frames.shape == (world.FRAMES, 3, world.SIZE, world.SIZE)
+    other = world.training_clips(motion, seed=1)
+    assert not all(torch.equal(x.frames, y.frames) for x, y in zip(a, other))
+    assert world.unseen_first_frames(motion, 20) == world.unseen_first_frames(motion, 20)
+
+
+@pytest.mark.parametrize("motion", list(world.MOTIONS))
+def test_unseen_first_frames_are_unseen(motion):
+    train = {(c.scenes[0].shape, c.scenes[0].colour) for c in world.training_clips(motion)}
+    unseen = world.unseen_first_frames(motion, 24)
+    assert len(unseen) == 24 and not train & {(s.shape, s.colour) for s in unseen}
+
+
+def test_renderer_is_antialiased_and_subpixel():
+    scene = world.unseen_first_frames("right", 1)[0]
+    shifted = world.animate(scene, "right")[1]  # 0.8 px to the right
+    img = world.render([scene, shifted])
+    assert len(torch.unique(img[0, 0])) > 10  # soft edges, not a binary mask
+    tr = tracking.track(img, scene.shape)
+    assert tr.cx[1] - tr.cx[0] == pytest.approx(world.SHIFT_PX / (world.FRAMES - 1), abs=0.05)
+
+
+def test_prompt_parsing_names_the_choices():
+    assert world.parse_caption("a Blue triangle") == ("blue", "triangle")
+    with pytest.raises(ValueError, match="one colour"):
+        world.parse_caption("a purple blob")
+
+
+# ------------------------------------------------------------------------------------------ codec, text
+def test_codec_inverts_on_its_range_and_keeps_16px_content():
+    img = world.render(world.still_scenes(4))
+    z = codec.encode(img)
+    assert z.shape == (4, 4, 16, 16)
+    soft = 0.5 + 0.5 * (img - 0.5)  # decodes inside 0..1, so nothing is clamped
+    inner = codec.encode(soft)
+    back = codec.decode(inner)
+    assert 0 < back.min() and back.max() < 1
+    torch.testing.assert_close(codec.encode(back), inner, atol=1e-5, rtol=0)
+    pool = torch.nn.functional.avg_pool2d
+    torch.testing.assert_close(pool(back, 2), pool(soft, 2), atol=1e-5, rtol=0)  # 2x2 mean colour kept exactly
+    with pytest.raises(ValueError, match="RGB images"):
+        codec.encode(torch.zeros(1, 4, 32, 32))
+
+
+def test_text_encoder_tokens_and_errors():
+    te = ToyTextEncoder()
+    emb = te.encode(["a red circle", ""])
+    assert emb.shape == (2, 8, 32) and not torch.equal(emb[0], emb[1])
+    with pytest.raises(ValueError, match="does not know"):
+        te.encode("a red dragon")
+
+
+# ------------------------------------------------------------------------------------------ tracker
+@pytest.mark.parametrize("motion", list(world.MOTIONS))
+def test_tracker_reads_ground_truth_and_rejects_still_video(motion):
+    scene = world.unseen_first_frames(motion, 1, seed=3)[0]
+    clip = codec.decode(codec.encode(world.render(world.animate(scene, motion))))
+    tr = tracking.track(clip, scene.shape)
+    assert tracking.motion_ok(tr, motion)
+    assert tracking.content_kept(tr, scene.shape, scene.colour) == 1.0
+    still = codec.decode(codec.encode(world.render([scene] * world.FRAMES)))
+    assert not tracking.motion_ok(tracking.track(still, scene.shape), motion)
+    other = {"right": "down", "down": "right", "grow": "right", "rotate": "grow"}[motion]
+    assert not tracking.motion_ok(tr, other)
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+def test_reduced_pipeline_end_to_end(tmp_path):
+    """Stage 1 (tiny UNet, 3 steps) -> files -> stage 2 with the real trainer (2 steps, 4 frames) -> motion
+    file -> engine loader -> real sampler (2 steps) -> decoded, histogram-matched video -> tracker."""
+    from lamp_model.toy import stage1, stage2, stage3
+    from lamp_model.toy.models import load_base, load_text_encoder, save_base
+
+    unet2d, te = stage1.train_base(steps=3, n_stills=16, batch=4, config=TINY_TOY_UNET, log=lambda *_: None)
+    save_base(tmp_path, unet2d, te, {"steps": 3})
+    loaded, _ = load_base(tmp_path)
+    for (k, v), (k2, v2) in zip(unet2d.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v.half().float(), v2)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    trainer = stage2.train_motion("down", tmp_path, steps=2, batch_size=1, frames=4, log=lambda *_: None)
+    assert trainer.global_step == 2 and all(math.isfinite(v) for v in trainer.loss_history)
+    frozen = trainer.unet.state_dict()["down_blocks.0.resnets.0.conv1.conv2d.weight"]
+    assert torch.equal(frozen, before["down_blocks.0.resnets.0.conv1.weight"])  # only LAMP's set moves
+    trainer.save_motion(stage2.motion_file("down", tmp_path))
+    unet = stage3.load_motion_unet("down", tmp_path)
+    scenes = world.unseen_first_frames("down", 2)
+    first = world.render(scenes)
+    video = stage3.animate(unet, load_text_encoder(tmp_path), first, [s.caption for s in scenes],
+                           options=stage3.SamplingOptions(steps=2, frames=4))
+    assert video.shape == (2, 4, 3, 32, 32) and torch.isfinite(video).all()
+    torch.testing.assert_close(video[:, 0], codec.decode(codec.encode(first)))  # frame 0 pinned
+    tracking.track(video[0], scenes[0].shape)  # measurable (no crash on a barely trained model)
+
+
+def test_missing_weights_error_names_the_fix(tmp_path):
+    from lamp_model.toy import stage3
+
+    with pytest.raises(FileNotFoundError, match="build_weights"):
+        stage3.load_motion_unet("right", tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ shipped weights
+shipped = pytest.mark.skipif(not (WEIGHTS_DIR / BASE_FILE).is_file(), reason="toy weights not built")
+
+
+@shipped
+def test_shipped_weights_are_small():
+    assert sum(f.stat().st_size for f in WEIGHTS_DIR.glob("*.safetensors")) < 10 * 1024 * 1024
+
+
+@shipped
+@pytest.mark.parametrize("motion", ["right", "down"])
+def test_shipped_weights_move_an_unseen_shape(motion):
+    """Two first frames never seen with this motion, 10 DDIM steps: the tracked centroid moves the right
+    way by roughly the trained 12 px, and barely sideways."""
+    from lamp_model.toy import stage3
+    from lamp_model.toy.models import load_text_encoder
+
+    scenes = world.unseen_first_frames(motion, 2, seed=7)
+    video = stage3.animate(stage3.load_motion_unet(motion, WEIGHTS_DIR), load_text_encoder(WEIGHTS_DIR),
+                           world.render(scenes), [s.caption for s in scenes], options=stage3.SamplingOptions(steps=10))
+    for v, s in zip(video, scenes):
+        tr = tracking.track(v, s.shape)
+        along, sideways = (tr.cx, tr.cy) if motion == "right" else (tr.cy, tr.cx)
+        assert 6 <= along[-1] - along[0] <= 18, f"{s.caption}: moved {along[-1] - along[0]:.1f} px"
+        assert abs(sideways[-1] - sideways[0]) <= 4
+        assert np.all(np.diff(along) > -1.5)  # no jumping back
+
+
+def test_demo_reports_bad_prompt(capsys):
+    from lamp_model.toy import demo
+
+    assert demo.main(["--prompt", "a purple dragon"]) == 2
+    assert "colour" in capsys.readouterr().out
