@@ -84,7 +84,8 @@ def test_tracker_reads_ground_truth_and_rejects_still_video(motion):
     clip = codec.decode(codec.encode(world.render(world.animate(scene, motion))))
     tr = tracking.track(clip, scene.shape)
     assert tracking.motion_ok(tr, motion)
-    assert tracking.content_kept(tr, scene.shape, scene.colour) == 1.0
+    content = tracking.content_scores(tr, scene.shape, scene.colour)
+    assert content["colour"] == 1.0 and content["shape"] == 1.0 and content["iou"] > 0.7
     still = codec.decode(codec.encode(world.render([scene] * world.FRAMES)))
     assert not tracking.motion_ok(tracking.track(still, scene.shape), motion)
     other = {"right": "down", "down": "right", "grow": "right", "rotate": "grow"}[motion]

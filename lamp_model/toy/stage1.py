@@ -89,9 +89,9 @@ def evaluate_base(unet: torch.nn.Module, text_encoder: ToyTextEncoder, per_pair:
     images = draw(unet, text_encoder, [world.caption(c, s) for s, c in pairs], steps=steps, seed=seed)
     colour_ok, shape_ok = [], []
     for img, (shape, colour) in zip(images.permute(0, 2, 3, 1).double().numpy(), pairs):
-        *_, rgb, feats = tracking.measure_frame(img, 0)
-        colour_ok.append(tracking.colour_name(rgb) == colour)
-        shape_ok.append(tracking.shape_name(feats) == shape)
+        m = tracking.measure_frame(img, 0)
+        colour_ok.append(tracking.colour_name(m.colour) == colour)
+        shape_ok.append(tracking.shape_name(m.features) == shape)
     both = np.logical_and(colour_ok, shape_ok)
     return {"colour": float(np.mean(colour_ok)), "shape": float(np.mean(shape_ok)), "both": float(np.mean(both)),
             "n": len(pairs)}

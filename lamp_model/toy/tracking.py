@@ -52,6 +52,7 @@ class Track:
     turn: np.ndarray  # accumulated clockwise rotation since frame 0, degrees (nan without symmetry order)
     colour: np.ndarray  # [F, 3] object colour
     features: np.ndarray  # [F, n] shape features
+    alpha: np.ndarray  # [F, H, W] coverage maps
 
 
 def _background(img: np.ndarray) -> np.ndarray:
@@ -71,15 +72,27 @@ def _background(img: np.ndarray) -> np.ndarray:
     return (full @ coef).reshape(h, w, 3)
 
 
-def measure_frame(img: np.ndarray, order: int) -> tuple[float, float, float, complex, np.ndarray, np.ndarray]:
-    """Centroid x, y, area, complex moment of ``order``, object colour and shape features of one
-    ``[H, W, 3]`` frame in 0..1."""
+@dataclass
+class FrameMeasure:
+    """What :func:`measure_frame` reads from one frame."""
+
+    cx: float
+    cy: float
+    area: float
+    moment: complex  # complex moment of the shape's symmetry order (0 without one)
+    colour: np.ndarray  # [3]
+    features: np.ndarray  # rotation/scale-invariant shape features
+    alpha: np.ndarray  # [H, W] coverage
+
+
+def measure_frame(img: np.ndarray, order: int) -> FrameMeasure:
+    """Measure the object in one ``[H, W, 3]`` frame in 0..1 (``order``: symmetry order for the angle)."""
     bg = _background(img)
     diff = img - bg
     dist = np.linalg.norm(diff, axis=2)
     peak = dist.max()
     if peak < NOISE_FLOOR:
-        return math.nan, math.nan, 0.0, 0j, np.full(3, np.nan), np.full(5, np.nan)
+        return FrameMeasure(math.nan, math.nan, 0.0, 0j, np.full(3, np.nan), np.full(5, np.nan), np.zeros(dist.shape))
     core = dist >= 0.7 * peak
     colour = img[core].mean(0)
     contrast = colour[None, None] - bg
@@ -94,7 +107,7 @@ def measure_frame(img: np.ndarray, order: int) -> tuple[float, float, float, com
     feats.append(float((alpha * r ** 2).sum() / area ** 2 * 2 * math.pi))  # 1.0 for a disc
     feats.append(float((alpha * r ** 4).sum() / area ** 3 * 3 * math.pi ** 2))  # 1.0 for a disc
     moment = complex((alpha * z ** order).sum()) if order else 0j
-    return cx, cy, area, moment, colour, np.array(feats)
+    return FrameMeasure(cx, cy, area, moment, colour, np.array(feats), alpha)
 
 
 def track(frames: torch.Tensor | np.ndarray, shape: str) -> Track:
@@ -106,14 +119,15 @@ def track(frames: torch.Tensor | np.ndarray, shape: str) -> Track:
     rows = [measure_frame(f.astype(np.float64), order) for f in arr]
     turn = [0.0]
     for prev, cur in zip(rows, rows[1:]):
-        if order and prev[3] != 0 and cur[3] != 0:
-            step = math.remainder(math.atan2(cur[3].imag, cur[3].real) - math.atan2(prev[3].imag, prev[3].real),
-                                  2 * math.pi) / order
+        if order and prev.moment != 0 and cur.moment != 0:
+            step = math.remainder(math.atan2(cur.moment.imag, cur.moment.real) -
+                                  math.atan2(prev.moment.imag, prev.moment.real), 2 * math.pi) / order
             turn.append(turn[-1] + math.degrees(step))
         else:
             turn.append(math.nan)
-    return Track(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
-                 np.array(turn), np.stack([r[4] for r in rows]), np.stack([r[5] for r in rows]))
+    return Track(np.array([r.cx for r in rows]), np.array([r.cy for r in rows]), np.array([r.area for r in rows]),
+                 np.array(turn), np.stack([r.colour for r in rows]), np.stack([r.features for r in rows]),
+                 np.stack([r.alpha for r in rows]))
 
 
 # ------------------------------------------------------------------------------------------ judging
@@ -170,7 +184,7 @@ def _shape_prototypes() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1234)
     scenes = [world.random_scene(rng, shape=s, size_range=(3.8, 8.0)) for s in world.SHAPES for _ in range(40)]
     images = codec.decode(codec.encode(world.render(scenes))).permute(0, 2, 3, 1).double().numpy()
-    feats = np.stack([measure_frame(img, 0)[5] for img in images]).reshape(len(world.SHAPES), 40, -1)
+    feats = np.stack([measure_frame(img, 0).features for img in images]).reshape(len(world.SHAPES), 40, -1)
     return feats.mean(1), feats.std(1).mean(0) + 1e-3
 
 
@@ -182,8 +196,29 @@ def shape_name(features: np.ndarray) -> str:
     return world.SHAPES[int(np.argmin((((means - features) / spread) ** 2).sum(1)))]
 
 
-def content_kept(tr: Track, shape: str, colour: str) -> float:
-    """Fraction of frames after frame 0 whose object has the requested colour AND shape."""
-    hits = [colour_name(tr.colour[t]) == colour and shape_name(tr.features[t]) == shape
-            for t in range(1, len(tr.cx))]
-    return float(np.mean(hits))
+def registered_iou(tr: Track, t: int) -> float:
+    """Soft IoU (sum of min / sum of max) of frame 0's object with frame ``t``'s object brought back to
+    frame 0's pose (tracked centroid, size and rotation undone): 1.0 = the same shape, whatever it did."""
+    a0, at = tr.alpha[0], tr.alpha[t]
+    if not (tr.area[0] > 0 and tr.area[t] > 0) or math.isnan(tr.cx[t]):
+        return 0.0
+    h, w = a0.shape
+    scale = math.sqrt(tr.area[t] / tr.area[0])
+    angle = math.radians(tr.turn[t]) if math.isfinite(tr.turn[t]) else 0.0
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    px, py = (xx - tr.cx[0]) * scale, (yy - tr.cy[0]) * scale
+    qx = tr.cx[t] + px * math.cos(angle) - py * math.sin(angle)
+    qy = tr.cy[t] + px * math.sin(angle) + py * math.cos(angle)
+    grid = torch.from_numpy(np.stack([2 * qx / w - 1, 2 * qy / h - 1], -1)[None]).float()
+    back = torch.nn.functional.grid_sample(torch.from_numpy(at)[None, None].float(), grid, align_corners=False)[0, 0]
+    back = back.double().numpy()
+    return float(np.minimum(a0, back).sum() / max(np.maximum(a0, back).sum(), 1e-9))
+
+
+def content_scores(tr: Track, shape: str, colour: str) -> dict[str, float]:
+    """Content preservation over frames 1..: fraction of frames whose object has the requested colour,
+    fraction classified as the requested shape, and the mean :func:`registered_iou` with frame 0."""
+    frames = range(1, len(tr.cx))
+    return {"colour": float(np.mean([colour_name(tr.colour[t]) == colour for t in frames])),
+            "shape": float(np.mean([shape_name(tr.features[t]) == shape for t in frames])),
+            "iou": float(np.mean([registered_iou(tr, t) for t in frames]))}

@@ -155,10 +155,11 @@ def start_scene(motion: str, rng: np.random.Generator, shape: str, colour: str) 
     base = random_scene(rng, shape, colour, size_range=(4.5, 5.5) if motion != "grow" else (3.8, 4.4))
     reach = base.size * 1.55 + 1.5
     lo, hi = reach, SIZE - reach
+    end = max(lo, hi - SHIFT_PX)  # the largest shapes start at the one position that still fits
     if motion == "right":
-        return replace(base, cx=float(rng.uniform(lo, hi - SHIFT_PX)), cy=float(rng.uniform(lo + 2, hi - 2)))
+        return replace(base, cx=float(rng.uniform(lo, end)), cy=float(rng.uniform(lo + 2, hi - 2)))
     if motion == "down":
-        return replace(base, cy=float(rng.uniform(lo, hi - SHIFT_PX)), cx=float(rng.uniform(lo + 2, hi - 2)))
+        return replace(base, cy=float(rng.uniform(lo, end)), cx=float(rng.uniform(lo + 2, hi - 2)))
     mid = SIZE / 2
     return replace(base, cx=float(rng.uniform(mid - 2, mid + 2)), cy=float(rng.uniform(mid - 2, mid + 2)))
 
