@@ -5,7 +5,7 @@
 Animates >= 20 first frames per motion whose shape/colour pair was never in that motion's 8 training
 clips, with the shipped toy weights and with each ablation (trained into ``--work`` on first use, same
 seeds), tracks the object and prints the metrics table (motion accuracy, content kept, jitter) with the
-runtime of every cell. Same as ``python -m lamp_model.toy.evaluate``; see docs/toy.md for the numbers.
+runtime of every cell. Same as ``python -m lamp_model.toy.evaluate``; see the README (Toy motion world) for the numbers.
 """
 from __future__ import annotations
 
