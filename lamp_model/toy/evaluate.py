@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 from ..train import unet_for_training
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
-from .stage2 import motion_file, train_motion
+from .stage2 import train_motion
 from .stage3 import SamplingOptions, animate, load_motion_unet
 
 

@@ -3,7 +3,7 @@
 The UNet is a diffusers ``UNet2DConditionModel`` with SD-1.x block types (CrossAttnDownBlock2D /
 DownBlock2D, cross-attention mid block, GEGLU transformers, 1x1 proj_in/out), only tiny: 32/64
 channels, one resnet per block, 4 heads, 32-wide text tokens, 16x16 latents. It is trained under
-SD-1.x's noise schedule (the engine's ``SD1_SCHEDULE``: 1000 steps, scaled-linear betas, epsilon), so
+SD-1.x's noise schedule (the engine's ``default_noise_scheduler``: 1000 steps, scaled-linear betas, epsilon), so
 the toy goes through exactly the trainer and sampler settings of the real model.
 
 Weight files (safetensors, fp16 on disk, fp32 in memory), all in :data:`WEIGHTS_DIR`:
@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..sampling import SD1_SCHEDULE
 from ..weights import load_base_unet2d
 from .text import EMBED_DIM, ToyTextEncoder
 
@@ -41,11 +40,6 @@ TOY_UNET_CONFIG: dict[str, Any] = {
     "block_out_channels": [32, 64], "layers_per_block": 1, "attention_head_dim": 4,
     "cross_attention_dim": EMBED_DIM, "norm_num_groups": 8,
 }
-
-
-def noise_scheduler() -> DDPMScheduler:
-    """The training schedule of stage 1 (the same SD-1.x schedule the engine's trainer and sampler use)."""
-    return DDPMScheduler(**SD1_SCHEDULE, clip_sample=False, prediction_type="epsilon")
 
 
 def build_unet2d(config: dict[str, Any] | None = None, seed: int = 0) -> UNet2DConditionModel:

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel, compute_snr
 
 from ..sampling import make_scheduler
+from ..train import default_noise_scheduler
 from . import codec, tracking, world
-from .models import WEIGHTS_DIR, Stopwatch, build_unet2d, load_base, noise_scheduler, save_base
+from .models import WEIGHTS_DIR, Stopwatch, build_unet2d, load_base, save_base
 from .text import ToyTextEncoder
 
 
@@ -40,7 +41,7 @@ def train_base(steps: int = 4000, n_stills: int = 16384, batch: int = 32, lr: fl
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    scheduler = noise_scheduler()
+    scheduler = default_noise_scheduler()
     g = torch.Generator().manual_seed(seed)
     running, count = 0.0, 0
     for step in range(1, steps + 1):

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from ..data import LatentClipSet
-from ..train import MotionTrainer, TrainConfig, unet_for_training
+from ..train import MotionTrainer, TrainConfig, default_noise_scheduler, unet_for_training
 from ..unet3d import LampUNet3D
 from . import codec, world
-from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder, noise_scheduler
+from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
 
 #: Training settings of the toy (the official lr 3e-5 x 10k steps is scaled to a CPU budget).
 TOY_STEPS = 600
@@ -56,7 +54,7 @@ def train_motion(motion: str, weights_dir: Path | None = None, steps: int = TOY_
     meta = {"motion_prompt": motion, "toy_motion": motion, "width": world.SIZE, "height": world.SIZE,
             "temporal_conv": temporal_conv, "pin_first_frame": pin_first_frame,
             "training_clips": [c.caption for c in clips]}
-    trainer = MotionTrainer(unet, clip_set, text, cfg, noise_scheduler=noise_scheduler(), motion_metadata=meta)
+    trainer = MotionTrainer(unet, clip_set, text, cfg, noise_scheduler=default_noise_scheduler(), motion_metadata=meta)
     log(f"stage 2 [{motion}]: {len(clips)} clips ({', '.join(c.caption for c in clips)}), "
         f"{len(trainer.trainable)} trainable tensors, {sum(p.numel() for _, p in trainer.trainable):,} parameters")
     every = max(1, steps // 6)
