@@ -48,7 +48,8 @@ class VideoSetError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def _resize(img: Image.Image, width: int, height: int, mode: str) -> np.ndarray:
+def resize_frame(img: Image.Image, width: int, height: int, mode: str = "stretch") -> np.ndarray:
+    """One picture as ``uint8 [height, width, 3]``, fitted with :func:`~lamp_model.frames.fit_frames`."""
     frame = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)[None] / 255.0
     fitted = fit_frames(frame, width, height, mode)[0].permute(1, 2, 0)
     return (fitted * 255.0).round().to(torch.uint8).numpy()
@@ -76,7 +77,7 @@ def read_frames(path: str | Path, width: int, height: int, resize: str = "stretc
                            key=lambda p: _natural_key(p.name))
             for file in files[:max_frames]:
                 with Image.open(file) as img:
-                    frames.append(_resize(img, width, height, resize))
+                    frames.append(resize_frame(img, width, height, resize))
         else:
             import av
 
@@ -86,7 +87,7 @@ def read_frames(path: str | Path, width: int, height: int, resize: str = "stretc
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
-                    frames.append(_resize(frame.to_image(), width, height, resize))
+                    frames.append(resize_frame(frame.to_image(), width, height, resize))
                     if max_frames is not None and len(frames) >= max_frames:
                         break
     except VideoSetError:

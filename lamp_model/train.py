@@ -34,7 +34,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from safetensors.torch import load_file
 from .data import LatentClipSet
 from .frames import RESIZE_MODES
 from .unet3d import LampUNet3D, inflate_unet, trainable_parameters
+from .weights import atomic_save, atomic_write, save_motion
 
 log = logging.getLogger("lamp_model.train")
 
@@ -208,16 +208,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def loss_plot(losses: Sequence[float], size: tuple[int, int] = (640, 360), title: str = "LAMP training loss"):
     """Draw the loss curve with Pillow (raw values light, a moving average dark); returns a PIL image."""
     from PIL import Image, ImageDraw
@@ -535,7 +525,6 @@ class MotionTrainer:
 
     def save(self, path: str | Path) -> Path:
         """Write the training state (see :meth:`state_dict`) atomically to ``path`` (.safetensors)."""
-        from .weights import atomic_save
 
         tensors, info = self.state_dict()
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -561,8 +550,6 @@ class MotionTrainer:
 
     def save_motion(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write the compact motion file (LAMP layers + tuned ``attn1.to_q``) with training metadata."""
-        from .weights import save_motion
-
         save_motion(self.unet, path, metadata=self._metadata(), dtype=dtype)
         return Path(path)
 
@@ -595,7 +582,8 @@ class MotionTrainer:
         """After a resume: keep the log consistent with the restored state (drop steps after the save)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"step": i + 1, "loss": v}) for i, v in enumerate(self.loss_history)]
-        _atomic_write_text("".join(line + "\n" for line in lines), self.output_dir / LOSS_LOG)
+        text = "".join(line + "\n" for line in lines)
+        atomic_write(self.output_dir / LOSS_LOG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------- validation

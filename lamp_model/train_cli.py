@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from .train import STATE_FILE, MotionTrainer, TrainConfig, make_validator, unet_for_training
@@ -229,11 +228,11 @@ def _load_first_frame(path: str, width: int, height: int) -> torch.Tensor:
     (as the official validation does)."""
     from PIL import Image
 
-    from .data import frames_to_pixels
+    from .data import frames_to_pixels, resize_frame
 
     try:
         with Image.open(path) as img:
-            arr = np.array(img.convert("RGB").resize((width, height), Image.BICUBIC))
+            arr = resize_frame(img, width, height)
     except OSError as err:
         raise TrainSetupError(f"--validation-image {path}: cannot be read ({err})") from err
     return frames_to_pixels(arr[None])

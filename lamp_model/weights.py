@@ -24,7 +24,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
 import torch
 from safetensors import safe_open
@@ -544,20 +544,25 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
 
 
-def atomic_save(tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> Path:
-    """Write a safetensors file through a temporary file in the same folder and ``os.replace``, so a reader
-    (or a crash) never sees a half-written file."""
+def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
+    """Run ``write(tmp)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``, so a
+    reader (or a crash) never sees a half-written file; the temporary file is removed if writing fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file(dict(tensors), str(tmp), metadata=metadata)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     return path
+
+
+def atomic_save(tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: save_file(dict(tensors), str(tmp), metadata=metadata))
 
 
 def save_motion(unet: LampUNet3D, path: PathLike, metadata: Mapping[str, Any] | None = None,
