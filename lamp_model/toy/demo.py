@@ -32,10 +32,13 @@ def first_frame(motion: str, prompt: str, seed: int, image: Path | None) -> tupl
         return world.render([scene]), shape
     from PIL import Image
 
+    from ..data import resize_frame
+
     if not image.is_file():
         raise FileNotFoundError(f"first-frame image not found: {image}")
-    rgb = Image.open(image).convert("RGB").resize((world.SIZE, world.SIZE), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)[None], shape
+    with Image.open(image) as img:
+        rgb = resize_frame(img, world.SIZE, world.SIZE)
+    return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None], shape
 
 
 def main(argv: list[str] | None = None) -> int:
