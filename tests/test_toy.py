@@ -160,3 +160,28 @@ def test_demo_reports_bad_prompt(capsys):
 
     assert demo.main(["--prompt", "a purple dragon"]) == 2
     assert "colour" in capsys.readouterr().out
+
+
+def test_evaluation_variants_are_valid_and_tabulated():
+    """Every ablation row names real SamplingOptions fields / train_motion switches, and the table
+    reports each row's per-motion accuracy and its mean."""
+    import inspect
+    from dataclasses import replace
+
+    from lamp_model.toy import evaluate, stage2, stage3
+
+    switches = set(inspect.signature(stage2.train_motion).parameters)
+    for key, variant in evaluate.VARIANTS.items():
+        replace(stage3.SamplingOptions(), **variant.sampling)  # TypeError on an unknown field
+        assert set(variant.train) <= switches, key
+    cell = {"colour": 1.0, "shape": 0.5, "iou": 0.6, "jitter": 0.4}
+    run_right = {"conv_off": {"right": {**cell, "accuracy": 0.5}}, "full": {"right": {**cell, "accuracy": 0.9}}}
+    run_down = {"full": {"down": {**cell, "accuracy": 0.7}}}
+    merged = evaluate.merge_results([run_right, run_down])
+    assert list(merged) == ["full", "conv_off"]  # VARIANTS order
+    rows = evaluate.table(merged, ["right", "down"]).splitlines()
+    assert len(rows) == 4
+    assert "| LAMP (full) | 90% | 70% | **80%** |" in rows[2]
+    assert "| no temporal conv | 50% | – | **50%** |" in rows[3] and "0.60" in rows[3]
+    with pytest.raises(ValueError, match="more than one"):
+        evaluate.merge_results([run_right, run_right])

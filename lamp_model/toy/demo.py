@@ -19,7 +19,7 @@ import torch
 
 from . import tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
-from .stage3 import TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
+from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
 
 _UNITS = {"right": "px to the right", "down": "px down", "grow": "x its area", "rotate": "degrees clockwise"}
 
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("lamp_demo"), help="output folder (default: ./lamp_demo)")
     ap.add_argument("--format", default="gif", choices=["gif", "webp", "mp4"])
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps")
+    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help="classifier-free guidance (official 12.5)")
+    ap.add_argument("--no-adain", action="store_true",
+                    help="skip the latent AdaIN (recommended for 'grow': AdaIN pulls every frame's colour "
+                         "statistics back to frame 0's and so undoes a change of size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
     args = ap.parse_args(argv)
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}")
         return 2
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
-                    options=SamplingOptions(steps=args.steps))[0]
+                    options=SamplingOptions(steps=args.steps, guidance_scale=args.guidance,
+                                            adain=not args.no_adain))[0]
     stem = args.out / f"{args.motion}_{args.prompt.strip().lower().replace(' ', '_')}"
     path, strip = save_video(video, stem, args.format)
     track = tracking.track(video, shape)
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tracked motion: {amount:.1f} {_UNITS[args.motion]} over {len(video)} frames "
           f"({'matches' if tracking.motion_ok(track, args.motion) else 'does NOT match'} '{args.motion}': "
           f"{tracking.CRITERIA[args.motion]})")
+    if args.motion == "grow" and not args.no_adain:
+        print("hint: AdaIN keeps every frame's colour statistics on frame 0's, which undoes growth; "
+              "try --no-adain (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
     return 0
 

@@ -52,6 +52,9 @@ VARIANTS = {
     "conv_centered": Variant("centred (non-causal) temporal conv", {"temporal_conv": "centered"}),
     "no_shared_noise": Variant("no shared noise (alpha 0)", sampling={"shared_noise_alpha": 0.0}),
     "no_adain_hist": Variant("no AdaIN / histogram matching", sampling={"adain": False, "histogram": False}),
+    "no_adain": Variant("no latent AdaIN (histogram matching kept)", sampling={"adain": False}),
+    "no_hist": Variant("no histogram matching (AdaIN kept)", sampling={"histogram": False}),
+    "cfg5": Variant("guidance 5 instead of the official 12.5", sampling={"guidance_scale": 5.0}),
     "untrained": Variant("untrained motion layers (stage-1 UNet inflated)", source="untrained"),
     "ground_truth": Variant("ground-truth clips (tracker check)", source="ground_truth"),
 }
@@ -123,16 +126,30 @@ def evaluate(motions: list[str], keys: list[str], n: int = 24, weights_dir: Path
     return results
 
 
+def merge_results(parts: list[dict]) -> dict:
+    """Merge the ``{key: {motion: cell}}`` results of several runs, rows in :data:`VARIANTS` order. A
+    (variant, motion) cell found twice is an error: every number in the table must come from one run."""
+    merged: dict[str, dict[str, dict]] = {}
+    for part in parts:
+        for key, cells in part.items():
+            for motion, cell in cells.items():
+                if motion in merged.setdefault(key, {}):
+                    raise ValueError(f"{key} / {motion} appears in more than one results file")
+                merged[key][motion] = cell
+    return {key: merged[key] for key in VARIANTS if key in merged}
+
+
 def table(results: dict, motions: list[str]) -> str:
-    """The markdown table: motion accuracy per motion, then means over motions of accuracy, colour kept,
-    shape kept, shape IoU and jitter."""
+    """The markdown table: motion accuracy per motion ("–" where a row was not run for a motion), then
+    means over the motions it was run for of accuracy, colour kept, shape kept, shape IoU and jitter."""
     head = ["variant", *[f"{m} acc." for m in motions], "mean acc.", "colour kept", "shape kept", "shape IoU",
             "jitter (px)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, cells in results.items():
-        acc = [cells[m]["accuracy"] for m in motions]
-        mean = {k: np.nanmean([cells[m][k] for m in motions]) for k in ("colour", "shape", "iou", "jitter")}
-        row = [VARIANTS[key].label, *[f"{a:.0%}" for a in acc], f"**{np.mean(acc):.0%}**", f"{mean['colour']:.0%}",
+        ran = [m for m in motions if m in cells]
+        acc = [f"{cells[m]['accuracy']:.0%}" if m in cells else "–" for m in motions]
+        mean = {k: np.nanmean([cells[m][k] for m in ran]) for k in ("accuracy", "colour", "shape", "iou", "jitter")}
+        row = [VARIANTS[key].label, *acc, f"**{mean['accuracy']:.0%}**", f"{mean['colour']:.0%}",
                f"{mean['shape']:.0%}", f"{mean['iou']:.2f}", f"{mean['jitter']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -148,7 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--work", type=Path, default=Path("toy_runs"), help="where ablation motion files are trained")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
+    ap.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print one table merged from earlier --json files (e.g. runs per motion made in "
+                         "parallel) and exit; samples nothing")
     args = ap.parse_args(argv)
+    if args.from_json:
+        merged = merge_results([json.loads(p.read_text())["results"] for p in args.from_json])
+        print(table(merged, [m for m in world.MOTIONS if any(m in cells for cells in merged.values())]))
+        return 0
     clock = Stopwatch()
     results = evaluate(args.motions, args.variants, args.n, args.weights, args.work, args.seed, args.steps)
     print()

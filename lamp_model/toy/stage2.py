@@ -22,7 +22,7 @@ from . import codec, world
 from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
 
 #: Training settings of the toy (the official lr 3e-5 x 10k steps is scaled to a CPU budget).
-TOY_STEPS = 600
+TOY_STEPS = 1500
 TOY_LR = 1e-3
 TOY_BATCH = 2
 
