@@ -155,6 +155,25 @@ def test_shipped_weights_move_an_unseen_shape(motion):
         assert np.all(np.diff(along) > -1.5)  # no jumping back
 
 
+@shipped
+def test_shipped_grow_weights_grow_unless_adain_pulls_them_back():
+    """Four unseen first frames, 10 DDIM steps: without the latent AdaIN the shipped 'grow' motion
+    roughly doubles the object's area (trained x3.24); with it, every frame keeps frame 0's colour
+    statistics and the area stays put (the README's toy results measure this on 20 frames)."""
+    from lamp_model.toy import stage3
+    from lamp_model.toy.models import load_text_encoder
+
+    scenes = world.unseen_first_frames("grow", 4, seed=7)
+    unet, text = stage3.load_motion_unet("grow", WEIGHTS_DIR), load_text_encoder(WEIGHTS_DIR)
+    ratios = {}
+    for adain in (False, True):
+        video = stage3.animate(unet, text, world.render(scenes), [s.caption for s in scenes],
+                               options=stage3.SamplingOptions(steps=10, adain=adain))
+        ratios[adain] = [tracking.motion_amount(tracking.track(v, s.shape), "grow") for v, s in zip(video, scenes)]
+    assert np.median(ratios[False]) >= 1.8, ratios
+    assert max(ratios[True]) < 1.3, ratios
+
+
 def test_demo_reports_bad_prompt(capsys):
     from lamp_model.toy import demo
 

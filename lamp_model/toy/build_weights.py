@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
     ap.add_argument("--stage1-steps", type=int, default=4000)
-    ap.add_argument("--stage2-steps", type=int, default=stage2.TOY_STEPS)
+    ap.add_argument("--stage2-steps", type=int, default=None,
+                    help="stage-2 steps for every motion (default: stage2.TOY_STEPS, per motion)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-stage1", action="store_true", help="keep the stage-1 weights already in --out")
     args = ap.parse_args(argv)
