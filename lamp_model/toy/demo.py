@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({'matches' if tracking.motion_ok(track, args.motion) else 'does NOT match'} '{args.motion}': "
           f"{tracking.CRITERIA[args.motion]})")
     if args.motion == "grow" and not args.no_adain:
-        print("hint: AdaIN keeps every frame's colour statistics on frame 0's, which undoes growth; "
-              "try --no-adain (README: Toy motion world, Results)")
+        print("hint: AdaIN (with histogram matching) pulls every frame's colour statistics back to frame 0's, "
+              "which undoes growth; try --no-adain (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
     return 0
 

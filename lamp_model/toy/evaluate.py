@@ -1,6 +1,7 @@
 """Measure the toy LAMP: motion accuracy on unseen first frames, content kept, smoothness, ablations.
 
-``python -m lamp_model.toy.evaluate [--motions right down grow rotate] [--n 24] [--work toy_runs]``
+``python -m lamp_model.toy.evaluate [--motions right down grow rotate] [--n 24] [--work toy_runs] [--json F]``
+(``--from-json F1 F2 ...`` prints one table merged from runs made in parallel, e.g. one per motion.)
 
 For each motion, ``--n`` first frames whose (shape, colour) pair was NOT among its 8 training clips are
 animated (same seeds and noise for every row) and tracked (:mod:`lamp_model.toy.tracking`):
