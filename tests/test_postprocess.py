@@ -11,8 +11,6 @@ from lamp_model.postprocess import adain_latent, color_match, match_histogram
 @pytest.fixture(scope="module")
 def fx():
     from conftest import FIXTURES
-    if not FIXTURES.is_dir():
-        pytest.skip("official fixtures missing")
     return load_file(FIXTURES / "postprocess.safetensors")
 
 

@@ -16,8 +16,6 @@ from lamp_model.unet3d import (SD1_DEFAULTS, LampUNet3D, UnsupportedConfigError,
 @pytest.fixture(scope="module")
 def official_unet(request):
     from conftest import FIXTURES
-    if not FIXTURES.is_dir():
-        pytest.skip("official fixtures missing")
     unet = LampUNet3D(json.loads((FIXTURES / "unet" / "config.json").read_text())).eval()
     unet.load_state_dict(load_file(FIXTURES / "model.safetensors"), strict=True)
     return unet
