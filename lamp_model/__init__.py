@@ -20,6 +20,8 @@ _EXPORTS = {
     "convert_official": "weights",
     "WeightsFormatError": "weights",
     "sample_video": "sampling",
+    "ddim_invert": "inversion",
+    "edit_video": "editing",
     "shared_noise": "noise",
     "make_raw_noise": "noise",
     "adain_latent": "postprocess",
