@@ -2,7 +2,7 @@
 
 Two stages, so that any latent codec can drive the trainer:
 
-1. :func:`load_video_set` reads a folder of 8–16 clips (``.mp4 .webm .mov .gif .mkv .avi .m4v`` files,
+1. :func:`load_video_set` reads a folder of 8–16 clips (``.mp4 .webm .mov .gif .webp .mkv .avi .m4v`` files,
    or sub-folders of numbered frames) with PyAV / Pillow, resizes every frame to the training size
    (``"stretch"`` as the official code, ``"center-crop"`` or ``"pad"``: keep the aspect ratio; see
    :func:`lamp_model.frames.fit_frames`) and checks
@@ -33,7 +33,7 @@ from PIL import Image
 
 from .frames import RESIZE_MODES, fit_frames
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".gif", ".mkv", ".avi", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".gif", ".webp", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 #: ``encode(pixels[N,3,H,W] in [-1,1]) -> mean`` or ``(mean, std)``, latents ``[N,C,h,w]`` already
@@ -59,25 +59,49 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def read_frames(path: str | Path, width: int, height: int, resize: str = "stretch",
+def _native_frame(img: Image.Image) -> np.ndarray:
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_frames(path: str | Path, width: int | None, height: int | None, resize: str = "stretch",
                 max_frames: int | None = None) -> np.ndarray:
     """Decode a clip (video file or folder of frames) into ``uint8 [T, height, width, 3]``.
 
-    Videos and GIFs go through PyAV, frame folders through Pillow (files sorted in natural order, so
-    ``frame2`` comes before ``frame10``). Only the first ``max_frames`` frames are read when given.
+    Videos and GIFs go through PyAV, animated WebP (which PyAV's decoder does not read) and frame folders
+    through Pillow (files sorted in natural order, so ``frame2`` comes before ``frame10``). Only the first
+    ``max_frames`` frames are read when given. ``width = height = None`` keeps the clip's own size (the
+    evaluation reads videos so); a frame folder whose pictures differ in size is then refused.
     Raises :class:`VideoSetError` naming the file when it cannot be decoded.
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    if (width is None) != (height is None):
+        raise ValueError("give both width and height, or neither (keep the clip's own size)")
     path = Path(path)
     frames: list[np.ndarray] = []
+
+    def fit(img: Image.Image) -> np.ndarray:
+        return _native_frame(img) if width is None else resize_frame(img, width, height, resize)
+
     try:
         if path.is_dir():
             files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
                            key=lambda p: _natural_key(p.name))
             for file in files[:max_frames]:
                 with Image.open(file) as img:
-                    frames.append(resize_frame(img, width, height, resize))
+                    frames.append(fit(img))
+            sizes = sorted({f.shape[:2] for f in frames})
+            if len(sizes) > 1:
+                raise VideoSetError(f"{path.name}: its frames differ in size ({', '.join(f'{w}x{h}' for h, w in sizes)}); "
+                                    "give every frame of a clip the same size")
+        elif path.suffix.lower() == ".webp":
+            from PIL import ImageSequence
+
+            with Image.open(path) as img:
+                for frame in ImageSequence.Iterator(img):
+                    frames.append(fit(frame))
+                    if max_frames is not None and len(frames) >= max_frames:
+                        break
         else:
             import av
 
@@ -87,7 +111,7 @@ def read_frames(path: str | Path, width: int, height: int, resize: str = "stretc
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
-                    frames.append(resize_frame(frame.to_image(), width, height, resize))
+                    frames.append(fit(frame.to_image()))
                     if max_frames is not None and len(frames) >= max_frames:
                         break
     except VideoSetError:
@@ -342,3 +366,19 @@ def diffusers_vae_encoder(vae: torch.nn.Module, scaling_factor: float | None = N
         return dist.mean * factor, dist.std * factor
 
     return encode
+
+
+def diffusers_vae_decoder(vae: torch.nn.Module, scaling_factor: float | None = None,
+                          batch_size: int = 4) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The inverse of :func:`diffusers_vae_encoder` for one video: scaled latents ``[1, C, F, h, w]`` →
+    frames ``[F, H, W, 3]`` float32 in 0..1 on the CPU, decoded ``batch_size`` frames at a time (no grad)."""
+    factor = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+
+    @torch.no_grad()
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        frames = latents[0].transpose(0, 1) / factor  # [F, C, h, w]
+        pixels = torch.cat([vae.decode(frames[i:i + batch_size].to(vae.device, vae.dtype)).sample
+                            for i in range(0, len(frames), batch_size)])
+        return ((pixels.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+    return decode

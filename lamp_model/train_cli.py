@@ -8,6 +8,8 @@ Settings come from flags and/or a YAML file (``--config``; keys = flag names wit
 ``--no-hflip``…). What is written to ``--output-dir``: ``motion.safetensors`` (the compact motion file,
 updated every ``--save-every`` steps), ``train_state.safetensors`` (for ``--resume``), ``loss.jsonl``,
 ``loss.png`` and ``samples/step-<N>/`` (validation videos from ``--validation-image`` first frames).
+``--preset editing`` starts from the official one-clip settings for video editing (``--videos clip.mp4``, 24
+frames at stride 2, 500 steps, a save every 50; see :data:`~lamp_model.train.PRESETS`).
 
 Models: the UNet and VAE come from ``--base`` (a diffusers SD-1.x folder, or a single-file SD-1.x
 checkpoint); the prompt embeddings from the base folder's CLIP text encoder (needs the optional package
@@ -28,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .train import STATE_FILE, MotionTrainer, TrainConfig, make_validator, unet_for_training
+from .train import PRESETS, STATE_FILE, MotionTrainer, TrainConfig, make_validator, unet_for_training
 
 log = logging.getLogger("lamp_model.train")
 
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with any of these settings (keys as the flags, '_' for '-')")
     p.add_argument("--base", help="SD-1.x base: diffusers folder or single-file checkpoint (.safetensors/.ckpt)")
     p.add_argument("--videos", help="folder of 8-16 clips of one motion (or one video file)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="starting settings: 'editing' = the official one-clip tuning for video editing "
+                        "(24 frames at stride 2, 500 steps, save every 50); other flags override it")
     p.add_argument("--output-dir", help="where motion.safetensors, train_state.safetensors, logs and samples go")
     p.add_argument("--prompt", help="training prompt (default: the video folder's name with _ -> space)")
     p.add_argument("--resume", nargs="?", const="auto",
@@ -113,7 +118,10 @@ def resolve_settings(argv: Sequence[str] | None) -> tuple[dict[str, Any], TrainC
             raise TrainSetupError(f"{path}: unknown setting(s) {unknown}; valid: {sorted(known)}")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update(given)
-    settings = {**RUN_DEFAULTS, **values}
+    preset = values.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise TrainSetupError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    settings = {**RUN_DEFAULTS, **PRESETS.get(preset, {}), **values}
     for key in ("validation_image", "validation_prompt"):
         if isinstance(settings[key], str):
             settings[key] = [settings[key]]
@@ -243,7 +251,7 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
     """Train as configured; returns the motion file written last."""
     from accelerate import Accelerator
 
-    from .data import diffusers_vae_encoder, encode_video_set, load_video_set
+    from .data import diffusers_vae_decoder, diffusers_vae_encoder, encode_video_set, load_video_set
     from .weights import load_base_unet2d
 
     accelerator = Accelerator(mixed_precision="no")  # autocast is done by the trainer (--mixed-precision)
@@ -286,12 +294,7 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
 
     validator = None
     if images:
-        @torch.no_grad()
-        def decode(latents: torch.Tensor) -> torch.Tensor:
-            frames = latents[0].transpose(0, 1) / scale  # [F, C, h, w]
-            pixels = torch.cat([vae.decode(frames[i:i + 4].to(device, vae.dtype)).sample for i in range(0, len(frames), 4)])
-            return ((pixels.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
-
+        decode = diffusers_vae_decoder(vae, scale)
         names = [f"{i:02d}_" + "".join(c if c.isalnum() else "_" for c in p)[:60] for i, p in enumerate(prompts)]
         validator = make_validator(firsts, conds, uncond, names, decode, out / "samples",
                                    steps=settings["validation_steps"], guidance_scale=settings["guidance_scale"],
