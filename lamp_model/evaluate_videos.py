@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from PIL import Image
+
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoSetError, _natural_key, read_frames
 from .metrics import EvalVideo, MetricsError, evaluate, format_table, load_clip
 
@@ -27,7 +29,23 @@ CLIP_ENV = "LAMP_CLIP"
 
 
 def _is_frame_folder(path: Path) -> bool:
-    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    """A folder of still pictures (one video), as opposed to a motion's folder of videos: it holds images,
+    no sub-folders, no video files, and its WebP files (a still frame or an animated video?) are still."""
+    if not path.is_dir():
+        return False
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images or any(p.is_dir() or (p.suffix.lower() in VIDEO_SUFFIXES and p.suffix.lower() != ".webp")
+                         for p in entries):
+        return False
+    webp = next((p for p in images if p.suffix.lower() == ".webp"), None)
+    if webp is None:
+        return True
+    try:
+        with Image.open(webp) as img:
+            return getattr(img, "n_frames", 1) == 1
+    except OSError:
+        return True
 
 
 def _videos_in(folder: Path) -> list[Path]:
