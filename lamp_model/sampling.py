@@ -36,6 +36,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from . import checks
 from .noise import DEFAULT_ALPHA, shared_noise
 from .postprocess import adain_latent
 
@@ -175,6 +176,9 @@ class DenoiseLoop:
             model_in = self.scheduler.scale_model_input(moving, t)
         eps = self._predict_noise(model_in, t)
         moved = self.scheduler.step(eps[:, :, 1:] if self.pin else eps, t, moving).prev_sample.float()
+        if not bool(torch.isfinite(moved).all()):
+            raise FloatingPointError(f"sampling produced NaN/inf at step {i + 1} of {len(self.timesteps)} "
+                                     f"(timestep {int(t)}): {checks.nan_advice(self.device, self.dtype)}")
         latents = torch.cat([first, moved], dim=2) if self.pin else moved
         if self.adain:
             late = is_late_phase(t)
@@ -192,27 +196,47 @@ class DenoiseLoop:
 
 
 def _check_inputs(first: Optional[torch.Tensor], cond: torch.Tensor, uncond: Optional[torch.Tensor],
-                  noise: torch.Tensor, steps: int, pin: bool) -> Optional[torch.Tensor]:
-    if not torch.is_tensor(noise) or noise.ndim != 5 or noise.shape[2] < 2:
-        got = tuple(noise.shape) if torch.is_tensor(noise) else type(noise).__name__
-        raise ValueError(f"noise must be raw video noise [B, 4, F, h, w] with F >= 2 frames, got {got}")
-    b, c, _, h, w = noise.shape
+                  noise: torch.Tensor, steps: int, pin: bool, *, unet: Any = None,
+                  guidance_scale: float = 12.5, alpha: float = DEFAULT_ALPHA) -> Optional[torch.Tensor]:
+    """Refuse bad arguments of :func:`sample_video` before any UNet call (``ValueError`` naming the argument
+    and the expected shape or range); returns the first-frame latent as ``[B, C, 1, h, w]``. With ``unet``,
+    the noise channels and the embedding width are checked against its config."""
+    config = getattr(unet, "config", None) or {}
+    channels, width = config.get("in_channels"), config.get("cross_attention_dim")
+    c_text = channels or "C"
+    expected = f"raw video noise [B, {c_text}, F, h, w] with F >= 2 frames"
+    checks.tensor("noise", noise, 5, expected)
+    b, c, f, h, w = noise.shape
+    if f < 2 or (channels and c != channels):
+        raise ValueError(f"noise must be {expected}, got {tuple(noise.shape)}" +
+                         (f" (this UNet takes {channels}-channel latents)" if channels and c != channels else ""))
     if first is None:
         if pin:
             raise ValueError("first_frame_latent is required unless pin_first_frame=False")
     else:
+        checks.tensor("first_frame_latent", first, (4, 5), f"one frame [B, {c}, 1, {h}, {w}]")
         if first.ndim == 4:
             first = first.unsqueeze(2)
-        if first.ndim != 5 or first.shape[2] != 1 or first.shape[1] != c or first.shape[-2:] != (h, w) \
-                or first.shape[0] not in (1, b):
+        if first.shape[2] != 1 or first.shape[1] != c or first.shape[-2:] != (h, w) or first.shape[0] not in (1, b):
             raise ValueError(f"first_frame_latent must be one frame [B, {c}, 1, {h}, {w}] matching the noise "
                              f"{tuple(noise.shape)}, got {tuple(first.shape)}; encode the first frame at the "
                              "video's size (latent = image / 8, scaled by 0.18215)")
         first = first.expand(b, -1, -1, -1, -1)
-    for name, emb in (("cond", cond), ("uncond", uncond)):
-        if emb is not None and (emb.ndim != 3 or emb.shape[0] not in (1, b)):
-            raise ValueError(f"{name} embeddings must be [B, tokens, dim] with B = 1 or {b}, got {tuple(emb.shape)}")
-    if not isinstance(steps, int) or not 1 <= steps <= 1000:
+    guidance_scale = checks.as_float("guidance_scale", guidance_scale, 0.0, hint="official 12.5; <= 1 turns "
+                                     "classifier-free guidance off")
+    checks.as_float("shared_noise_alpha", alpha, 0.0, 1.0, hint="official 0.2")
+    for name, emb in (("cond", cond), ("uncond", uncond if guidance_scale > 1 else None)):
+        if emb is None:
+            continue
+        checks.tensor(name, emb, 3, f"text embeddings [B, tokens, {width or 'D'}]")
+        if emb.shape[0] not in (1, b) or (width and emb.shape[-1] != width):
+            raise ValueError(f"{name} embeddings must be [B, tokens, {width or 'D'}] with B = 1 or {b}, got "
+                             f"{tuple(emb.shape)}" + (f"; this UNet's text context is {width} wide: encode the "
+                                                      "prompts with its own (SD-1.x) text encoder" if width else ""))
+    if uncond is not None and guidance_scale > 1 and uncond.shape[-1] != cond.shape[-1]:
+        raise ValueError(f"cond and uncond embeddings differ in width ({cond.shape[-1]} vs {uncond.shape[-1]}); "
+                         "encode both with the same text encoder")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
         raise ValueError(f"steps must be an integer in 1..1000, got {steps!r}")
     return first
 
@@ -255,7 +279,8 @@ def sample_video(unet: Callable[..., Any], first_frame_latent: Optional[torch.Te
     Returns the final latents ``[B, 4, F, h, w]`` in fp32 on the UNet's device, after the final AdaIN pass and
     before VAE decoding. With ``pin_first_frame`` frame 0 is bit-identical to ``first_frame_latent``.
     """
-    first = _check_inputs(first_frame_latent, cond, uncond, noise, steps, pin_first_frame)
+    first = _check_inputs(first_frame_latent, cond, uncond, noise, steps, pin_first_frame, unet=unet,
+                          guidance_scale=guidance_scale, alpha=shared_noise_alpha)
     b = noise.shape[0]
     cond = cond.expand(b, -1, -1)
     uncond = uncond.expand(b, -1, -1) if uncond is not None else None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -44,10 +45,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from .checks import finite
 from .data import LatentClipSet
 from .frames import RESIZE_MODES
 from .unet3d import LampUNet3D, inflate_unet, trainable_parameters
-from .weights import atomic_save, atomic_write, save_motion
+from .weights import atomic_save, atomic_write, remove_stale_temp_files, save_motion
 
 log = logging.getLogger("lamp_model.train")
 
@@ -129,6 +131,30 @@ def unet_for_training(config: Mapping[str, Any], base_state_2d: Mapping[str, tor
 
 
 # ---------------------------------------------------------------------------------------------- config
+#: Lower bounds (and the advice given with them) of the integer settings.
+_INT_LIMITS: dict[str, tuple[int, str]] = {
+    "n_frames": (2, "frame 0 is the condition and the loss is on the others; LAMP trains on 16"),
+    "stride": (1, "1 takes every frame"), "width": (8, "512 is official"), "height": (8, "320 is official"),
+    "max_clip_frames": (2, "leave it unset to decode whole clips"), "batch_size": (1, "official 1"),
+    "steps": (1, "the author advises 10k-20k steps in total"), "lr_warmup_steps": (0, "0 = no warm-up"),
+    "seed": (0, "any non-negative integer"), "save_every": (0, "0 saves only at the end (and on a stop)"),
+    "keep_every": (0, "0 keeps no numbered copies"), "validate_every": (0, "0 never validates"),
+}
+#: (lo, hi, lo excluded, advice) of the real-valued settings.
+_FLOAT_LIMITS: dict[str, tuple[float | None, float | None, bool, str]] = {
+    "learning_rate": (0.0, None, True, "official 3e-5"), "adam_beta1": (0.0, None, False, "official 0.9"),
+    "adam_beta2": (0.0, None, False, "official 0.999"), "adam_epsilon": (0.0, None, True, "official 1e-8"),
+    "weight_decay": (0.0, None, False, "official 1e-2"), "max_grad_norm": (0.0, None, True, "official 1.0"),
+}
+
+
+def _lr_scheduler_names() -> list[str]:
+    """The schedule names diffusers' ``get_scheduler`` accepts."""
+    from diffusers.optimization import SchedulerType
+
+    return [t.value for t in SchedulerType]
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Defaults follow the official config, except ``steps``
@@ -182,17 +208,36 @@ class TrainConfig:
     validate_every: int = 500
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}")
-        if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {self.resize!r}")
-        for name in ("n_frames", "stride", "batch_size", "width", "height"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.n_frames < 2:
-            raise ValueError("n_frames must be at least 2 (frame 0 is the condition, the loss is on the rest)")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        """Parse and check every field strictly (the one place for the CLI, YAML and the training nodes), so a
+        bad setting fails here, before any clip is decoded or model loaded. Raises ``ValueError`` naming the
+        field, the value and the fix."""
+        from .checks import as_bool, as_float, as_int, one_of
+
+        for field in dataclasses.fields(self):
+            name, value, kind = field.name, getattr(self, field.name), field.type
+            if kind == "bool":
+                value = as_bool(name, value)
+            elif kind in ("int", "int | None"):
+                if value is not None or kind == "int":
+                    lo, hint = _INT_LIMITS.get(name, (None, ""))
+                    value = as_int(name, value, lo, hint=hint)
+            elif kind == "float":
+                lo, hi, lo_open, hint = _FLOAT_LIMITS[name]
+                value = as_float(name, value, lo, hi, lo_open=lo_open, hint=hint)
+            setattr(self, name, value)
+        one_of("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        one_of("resize", self.resize, RESIZE_MODES)
+        one_of("lr_scheduler", self.lr_scheduler, _lr_scheduler_names())
+        for name in ("adam_beta1", "adam_beta2"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be below 1, got {getattr(self, name)} (official 0.9 and 0.999)")
+        if self.max_clip_frames is not None and self.max_clip_frames < (self.n_frames - 1) * self.stride + 1:
+            raise ValueError(f"max_clip_frames {self.max_clip_frames} is fewer than one training clip needs "
+                             f"({(self.n_frames - 1) * self.stride + 1} for n_frames {self.n_frames} at stride "
+                             f"{self.stride}); raise it or leave it unset")
+        if self.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("use_8bit_adam is on but the optional package bitsandbytes is not installed (pip "
+                             "install bitsandbytes, CUDA only); install it or turn use_8bit_adam off")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
@@ -205,6 +250,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: Documented training presets (``python -m lamp_model train --preset NAME``; flags and YAML override them).
+#: ``editing``: the official one-clip tuning for video editing (``configs/run-editing.yaml``): one video,
+#: 24 frames at stride 2, 500 steps, a save (and validation, when first frames are given) every 50 steps.
+PRESETS: dict[str, dict[str, Any]] = {
+    "editing": {"n_frames": 24, "stride": 2, "steps": 500, "save_every": 50, "validate_every": 50},
+}
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -305,6 +358,12 @@ class MotionTrainer:
         if text_embeddings.ndim != 3 or text_embeddings.shape[0] not in (1, len(clip_source)):
             raise ValueError(f"text_embeddings must be [1, L, D] or [{len(clip_source)}, L, D] (one per clip), "
                              f"got {tuple(text_embeddings.shape)}")
+        width = (getattr(unet, "config", None) or {}).get("cross_attention_dim")
+        if width and text_embeddings.shape[-1] != width:
+            raise ValueError(f"text_embeddings are {text_embeddings.shape[-1]} wide but the UNet's text context is "
+                             f"{width} wide; encode the prompt with the base model's own text encoder (SD-1.x: "
+                             "CLIP ViT-L, 768)")
+        finite("text_embeddings", text_embeddings)
         self.unet = unet
         self.clips = clip_source
         self.noise_scheduler = noise_scheduler or default_noise_scheduler()
@@ -317,6 +376,8 @@ class MotionTrainer:
         self.global_step = 0
         self.loss_history: list[float] = []
         self.last_grad_norm = float("nan")
+        if self.output_dir is not None and self.is_main_process:
+            remove_stale_temp_files(self.output_dir)  # left by a save that was killed (logged)
 
         self.trainable = trainable_parameters(unet)
         if not self.trainable:
@@ -579,9 +640,19 @@ class MotionTrainer:
                                  "grad_norm": self.last_grad_norm, "time": round(time.time(), 3)}) + "\n")
 
     def _rewrite_loss_log(self) -> None:
-        """After a resume: keep the log consistent with the restored state (drop steps after the save)."""
+        """After a resume: keep the log consistent with the restored state. Steps after the save are dropped;
+        the records of the kept steps keep every field (lr, grad_norm, time) the log had for them."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({"step": i + 1, "loss": v}) for i, v in enumerate(self.loss_history)]
+        logged: dict[int, dict[str, Any]] = {}
+        with contextlib.suppress(OSError):
+            for line in (self.output_dir / LOSS_LOG).read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    record = json.loads(line)
+                    logged[int(record["step"])] = record
+        lines = []
+        for i, value in enumerate(self.loss_history):
+            record = logged.get(i + 1, {})
+            lines.append(json.dumps({**record, "step": i + 1, "loss": value}))
         text = "".join(line + "\n" for line in lines)
         atomic_write(self.output_dir / LOSS_LOG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
+import re
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
@@ -30,6 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .checks import first_nonfinite
 from .unet3d import LampUNet3D, UnsupportedConfigError, is_motion_key, lamp_config, lamp_key, motion_conv_names
 
 MOTION_FORMAT, MOTION_VERSION = "lamp_motion", "1"
@@ -379,9 +383,32 @@ def _motion_widths(motion: Mapping[str, torch.Tensor]) -> list[int] | None:
     """block_out_channels a motion state dict was made for, read from its first resnet convs."""
     widths, i = [], 0
     while f"down_blocks.{i}.resnets.0.conv1.conv1d.weight" in motion:
-        widths.append(int(motion[f"down_blocks.{i}.resnets.0.conv1.conv1d.weight"].shape[0]))
+        weight = motion[f"down_blocks.{i}.resnets.0.conv1.conv1d.weight"]
+        if weight.ndim != 3:  # not a [C, C, k] conv1d (e.g. flattened): the shape check names it
+            return None
+        widths.append(int(weight.shape[0]))
         i += 1
     return widths or None
+
+
+def check_motion_fits(config: Mapping[str, Any], motion_state: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`WeightsFormatError` when a motion state dict was not made for the base ``config`` (a 2-D
+    SD-1.x UNet config) or holds tensors that are not LAMP motion tensors. ``metadata`` (a motion file's) lets
+    the check also compare the settings shapes cannot tell."""
+    cfg = {**sd1_config(), **config}  # checked before building, so that a misfit is named as such
+    made_for = {**motion_architecture(metadata)}
+    widths = _motion_widths(motion_state)
+    if widths:
+        made_for["block_out_channels"] = widths
+    clash = [k for k in ARCH_KEYS if k in made_for and not _same(made_for[k], cfg[k])]
+    if clash:
+        raise WeightsFormatError("the motion file was made for a different UNet: " + ", ".join(
+            f"{k} {made_for[k]} (the base model has {cfg[k]})" for k in clash) +
+            ". Use the SD-1.x base the motion was trained on (any SD-1.4/1.5 fine-tune fits an SD-1.x motion).")
+    foreign = [k for k in motion_state if not is_motion_file_key(k)]
+    if foreign:
+        raise WeightsFormatError(f"motion state dict holds tensors that are not LAMP motion tensors, e.g. {foreign[:3]}.")
 
 
 def unet_from_parts(config: Mapping[str, Any], base_state_2d: Mapping[str, torch.Tensor],
@@ -393,19 +420,7 @@ def unet_from_parts(config: Mapping[str, Any], base_state_2d: Mapping[str, torch
     replace the base's ``attn1.to_q``. ``metadata`` (a motion file's) lets the fit check also compare the
     settings shapes cannot tell.
     """
-    cfg = {**sd1_config(), **config}  # checked before building, so that a misfit is named as such
-    made_for = {**motion_architecture(metadata)}
-    widths = _motion_widths(motion_state)
-    if widths:
-        made_for["block_out_channels"] = widths
-    clash = [k for k in ARCH_KEYS if k in made_for and not _same(made_for[k], cfg[k])]
-    if clash:
-        raise WeightsFormatError("motion file does not fit the base model: " + "; ".join(
-            f"motion file was made for {k} {made_for[k]} but base has {cfg[k]}" for k in clash) +
-            ". Use the SD-1.x base the motion was trained on (any SD-1.4/1.5 fine-tune fits an SD-1.x motion).")
-    foreign = [k for k in motion_state if not is_motion_file_key(k)]
-    if foreign:
-        raise WeightsFormatError(f"motion state dict holds tensors that are not LAMP motion tensors, e.g. {foreign[:3]}.")
+    check_motion_fits(config, motion_state, metadata)
     unet = _empty_unet(config, "base model")
     names = set(motion_conv_names(unet))
     state = {lamp_key(k, names): v for k, v in base_state_2d.items()}
@@ -472,7 +487,17 @@ def load_base_unet2d(base: PathLike | Mapping[str, torch.Tensor], dtype: torch.d
         config = infer_config(state, {k: hints[k] for k in HINT_KEYS if hints and k in hints}, source)
     else:
         config = {k: v for k, v in config.items() if not k.startswith("_")}
+    _refuse_nonfinite(state, source)
     return config, {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+
+
+def _refuse_nonfinite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN/inf (a damaged or diverged file), naming the first bad tensor."""
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise WeightsFormatError(f"{source}: tensor {bad} holds NaN/inf values, so every video made with it would "
+                                 "be garbage. The file is damaged or comes from a diverged training run: download, "
+                                 "convert or train it again (a training run can be resumed from an earlier save).")
 
 
 def _unet_keys(header: Mapping[str, Any]) -> list[str]:
@@ -498,13 +523,16 @@ def load_unet(path: PathLike, base: PathLike | Mapping[str, torch.Tensor] | None
         kind = detect_format(state, source)
         if kind != "lamp_full":
             raise _not_lamp(source, kind)
+        _refuse_nonfinite(state, source)
         return _assign(_empty_unet(config, source), state, dtype, device, source)
     header, metadata = _read_header(path)
     kind = detect_format(header, str(path))
     if kind == "lamp_full":
         overrides = motion_architecture(metadata) or _sidecar_config(path, header)
         config = infer_config(header, overrides, str(path))
-        return _assign(_empty_unet(config, str(path)), _read_tensors(path, header, header), dtype, device, str(path))
+        state = _read_tensors(path, header, header)
+        _refuse_nonfinite(state, str(path))
+        return _assign(_empty_unet(config, str(path)), state, dtype, device, str(path))
     if kind != "lamp_motion":
         raise _not_lamp(str(path), kind)
     if base is None:
@@ -535,7 +563,9 @@ def read_motion(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if not version.isdigit() or int(version) > int(MOTION_VERSION):
         raise WeightsFormatError(f"{path}: motion file format version {version!r} is newer than this ComfyUI-LAMP "
                                  f"understands ({MOTION_VERSION}). Update ComfyUI-LAMP.")
-    return _read_tensors(path, header, header), metadata
+    tensors = _read_tensors(path, header, header)
+    _refuse_nonfinite(tensors, str(path))
+    return tensors, metadata
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -544,20 +574,78 @@ def _strings(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
 
 
+#: The temporary files of :func:`atomic_write`: ``.<name>.<pid>.<8 hex digits>.tmp`` (group 1 = the pid).
+TEMP_FILE_PATTERN = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+#: Where process ids cannot be probed safely (Windows), a temporary file this old (s) counts as stale.
+_STALE_AFTER_S = 3600.0
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where possible: setting it to read it races with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
     """Run ``write(tmp)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``, so a
-    reader (or a crash) never sees a half-written file; the temporary file is removed if writing fails."""
+    reader (or a crash) never sees a half-written file; the temporary file is removed if writing fails. The
+    file gets the user's umask permissions (safetensors itself writes 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     return path
+
+
+def _writer_gone(pid: int, mtime: float) -> bool:
+    if os.name != "posix":
+        return time.time() - mtime > _STALE_AFTER_S
+    if pid == os.getpid():
+        return False  # possibly a save in progress in another thread of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else
+        return False
+    return False
+
+
+def remove_stale_temp_files(folder: PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write` left in ``folder`` (a SIGKILL or power
+    loss during a save; at SD size 0.5-3 GB each). Only files of that exact naming pattern whose writing
+    process no longer runs are removed; each removal is logged. Returns the removed paths."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = TEMP_FILE_PATTERN.match(entry.name)
+        if not match or not entry.is_file() or entry.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            if _writer_gone(int(match.group(1)), entry.stat().st_mtime):
+                size = entry.stat().st_size
+                entry.unlink()
+                removed.append(entry)
+                logging.getLogger("lamp_model").info("removed %s (%.1f MB), left by an interrupted save", entry,
+                                                     size / 1e6)
+    return removed
 
 
 def atomic_save(tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: dict[str, str]) -> Path:
@@ -574,6 +662,13 @@ def save_motion(unet: LampUNet3D, path: PathLike, metadata: Mapping[str, Any] | 
     prompt, frames, resolution, steps…; non-strings stored as JSON; the reserved keys above win).
     """
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in motion_state_dict(unet).items()}
+    if not tensors:
+        raise ValueError(f"save_motion: the model has no LAMP motion layers ({type(unet).__name__}); give a LAMP UNet")
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise ValueError(f"save_motion: tensor {bad} holds NaN/inf values (in {str(dtype).replace('torch.', '')}), "
+                         f"so {Path(path).name} is not written: the training diverged (resume from an earlier save "
+                         "with a lower learning rate), or the values overflow fp16 (save in fp32)")
     meta = {**_strings(metadata), "format": MOTION_FORMAT, "format_version": MOTION_VERSION, "base_family": "sd1",
             "architecture": json.dumps({k: unet.config[k] for k in ARCH_KEYS})}
     return atomic_save(tensors, path, meta)

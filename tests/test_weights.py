@@ -343,7 +343,7 @@ def test_missing_keys_are_named(fixtures, base_2d, motion_fp32, tmp_path):
 
 def test_motion_widths_must_fit_base(base_2d, tmp_path):
     W.save_motion(tiny_unet_32(), tmp_path / "m.safetensors")
-    with pytest.raises(W.WeightsFormatError, match=r"made for block_out_channels \[32, 64\] but base has \[16, 32, 32, 32\]"):
+    with pytest.raises(W.WeightsFormatError, match=r"made for a different UNet: block_out_channels \[32, 64\] \(the base model has \[16, 32, 32, 32\]\)"):
         W.load_unet(tmp_path / "m.safetensors", base=base_2d)
 
 
