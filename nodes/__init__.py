@@ -21,9 +21,9 @@ def _merge(module) -> None:
 
 host.register_lamp_folder()
 
-from . import color_match, first_frame, loader_nodes, sampler, shared_noise  # noqa: E402
+from . import color_match, first_frame, invert_nodes, loader_nodes, metrics_node, native, sampler, shared_noise  # noqa: E402,E501
 
-for _module in (loader_nodes, first_frame, shared_noise, sampler, color_match):
+for _module in (loader_nodes, first_frame, shared_noise, sampler, color_match, invert_nodes, native, metrics_node):
     _merge(_module)
 
 try:

@@ -335,6 +335,49 @@ def motion_path(name: str) -> str:
     return path
 
 
+#: Model folder for the CLIP of the metrics node: one sub-folder per transformers CLIP (``models/lamp_clip``;
+#: also settable in extra_model_paths.yaml). Folders are listed, not files, so no extension filter applies.
+CLIP_FOLDER_NAME = "lamp_clip"
+
+
+def clip_folders() -> list[str]:
+    """The folders searched for evaluation CLIPs, registered with ComfyUI (and created) on first use."""
+    if not HAS_COMFY:
+        return [_fallback_dirs.get(CLIP_FOLDER_NAME, os.path.join(_PACK_ROOT, "models", CLIP_FOLDER_NAME))]
+    default = os.path.join(_fp.models_dir, CLIP_FOLDER_NAME)
+    entry = _fp.folder_names_and_paths.get(CLIP_FOLDER_NAME)
+    if entry is None or default not in entry[0]:
+        _fp.folder_names_and_paths[CLIP_FOLDER_NAME] = ([*(entry[0] if entry else []), default], set())
+    try:
+        os.makedirs(default, exist_ok=True)
+    except OSError as e:
+        log.warning("[LAMP] could not create %s: %s", default, e)
+    return list(_fp.folder_names_and_paths[CLIP_FOLDER_NAME][0])
+
+
+def list_clip_models() -> list[str]:
+    """Names of the sub-folders of the CLIP folders that hold a ``config.json`` (what the combo shows)."""
+    found = set()
+    for root in clip_folders():
+        if os.path.isdir(root):
+            found.update(name for name in os.listdir(root) if os.path.isfile(os.path.join(root, name, "config.json")))
+    return sorted(found)
+
+
+def clip_model_path(name: str) -> str:
+    """Absolute path of the CLIP folder ``name`` (a combo entry, a path relative to a CLIP folder, or an
+    absolute path). Raises FileNotFoundError naming where it looked."""
+    name = (name or "").strip().strip('"').strip("'")
+    expanded = os.path.expanduser(name)
+    candidates = [expanded] if os.path.isabs(expanded) else [os.path.join(root, name) for root in clip_folders()]
+    for candidate in candidates:
+        if name and os.path.isdir(candidate):
+            return os.path.abspath(candidate)
+    raise FileNotFoundError(f"LAMP: CLIP folder '{name}' not found (looked in: {', '.join(candidates)}). Put a "
+                            f"whole transformers CLIP folder (e.g. openai/clip-vit-large-patch14 saved locally) into "
+                            f"models/{CLIP_FOLDER_NAME}/ or give its absolute path.")
+
+
 def input_dir() -> str:
     """ComfyUI's input folder (LoadImage uploads, video sets for training)."""
     return _fp.get_input_directory() if HAS_COMFY else _fallback_dirs["input"]
@@ -357,3 +400,65 @@ def callback_for(bar: Progress, preview_every: int = 1) -> Callable[[int, int, t
         show = preview_every > 0 and (step + 1) % preview_every == 0
         bar.update_absolute(step + 1, latents if show else None)
     return callback
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The native path: a LAMP-patched ComfyUI MODEL, a SAMPLER for SamplerCustomAdvanced
+# ----------------------------------------------------------------------------------------------------------
+
+#: Key of the LAMP wrappers and additional models on a ModelPatcher.
+NATIVE_KEY = "lamp_motion"
+
+
+def _require_comfy(what: str) -> None:
+    if not HAS_COMFY:
+        raise RuntimeError(f"LAMP: {what} needs a running ComfyUI (comfy.model_patcher, comfy.samplers).")
+
+
+def patch_model(model: Any, motion: torch.nn.Module, diffusion_model_wrapper: Callable,
+                sampler_sample_wrapper: Callable) -> Any:
+    """A clone of the ComfyUI MODEL ``model`` (never the input itself) whose diffusion-model call goes through
+    ``diffusion_model_wrapper`` and whose sampler run through ``sampler_sample_wrapper`` (ComfyUI's
+    ``WrappersMP.DIFFUSION_MODEL`` / ``SAMPLER_SAMPLE``), with the ``motion`` module attached as an additional
+    model so that ComfyUI loads and offloads it together with the UNet."""
+    _require_comfy("LAMP Apply Motion")
+    import comfy.model_patcher as mp
+    import comfy.patcher_extension as pe
+    patched = model.clone()
+    patched.remove_wrappers_with_key(pe.WrappersMP.DIFFUSION_MODEL, NATIVE_KEY)
+    patched.remove_wrappers_with_key(pe.WrappersMP.SAMPLER_SAMPLE, NATIVE_KEY)
+    patched.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, NATIVE_KEY, diffusion_model_wrapper)
+    patched.add_wrapper_with_key(pe.WrappersMP.SAMPLER_SAMPLE, NATIVE_KEY, sampler_sample_wrapper)
+    patched.set_additional_models(NATIVE_KEY, [mp.ModelPatcher(motion, load_device=model.load_device,
+                                                               offload_device=model.offload_device)])
+    return patched
+
+
+def unet_module(model: Any) -> torch.nn.Module:
+    """The 2-D UNet module (``diffusion_model``) of a ComfyUI MODEL, in LDM naming."""
+    return model.model.diffusion_model
+
+
+def live_tensors(unet: torch.nn.Module, names: dict[str, str], device: torch.device,
+                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``{lamp name: tensor}`` read from ComfyUI's UNet ``unet`` at call time (``names`` maps LAMP -> LDM names):
+    its LoRA/weight patches are in place, and those ComfyUI applies lazily (``weight_function`` /
+    ``bias_function`` in low-VRAM mode) are applied here; cast to ``device``/``dtype`` (no copy when they match)."""
+    modules = dict(unet.named_modules())
+    out = {}
+    for lamp, ldm in names.items():
+        owner, _, leaf = ldm.rpartition(".")
+        module = modules[owner]
+        tensor = getattr(module, leaf).to(device=device, dtype=dtype)
+        for fn in getattr(module, f"{leaf}_function", None) or ():
+            tensor = fn(tensor)
+        out[lamp] = tensor
+    return out
+
+
+def k_sampler(sampler_function: Callable) -> Any:
+    """A ComfyUI SAMPLER (``comfy.samplers.KSAMPLER``) running ``sampler_function(model, x, sigmas, extra_args,
+    callback, disable)`` in k-diffusion conventions."""
+    _require_comfy("LAMP DDIM Sampler")
+    import comfy.samplers as cs
+    return cs.KSAMPLER(sampler_function)
