@@ -12,7 +12,7 @@ the noise prediction ``[B,4,F,h,w]`` (with ``return_dict=True``, an object with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -279,7 +279,16 @@ class LampUNet3D(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
-                encoder_hidden_states: torch.Tensor, return_dict: bool = False) -> torch.Tensor | UNet3DOutput:
+                encoder_hidden_states: torch.Tensor, return_dict: bool = False,
+                down_block_additional_residuals: Sequence[torch.Tensor | None] | None = None,
+                mid_block_additional_residual: torch.Tensor | None = None) -> torch.Tensor | UNet3DOutput:
+        """Noise prediction for ``sample`` ``[B,C,F,h,w]``.
+
+        ``down_block_additional_residuals`` / ``mid_block_additional_residual`` are ControlNet residuals in
+        diffusers' convention (one per skip connection, in down order, added to the skips; one added to the
+        mid-block output), but *folded*: ``[B*F, C, h', w']`` with the frames of a video next to each other,
+        so each frame gets its own residual. ``None`` entries add nothing.
+        """
         if sample.ndim != 5:
             raise ValueError(f"LAMP UNet expects a video latent [B, C, F, H, W], got shape {tuple(sample.shape)}")
         b, _, f, hgt, wid = sample.shape
@@ -299,7 +308,11 @@ class LampUNet3D(nn.Module):
         for block in self.down_blocks:
             x, states = block(x, temb, context, f)
             skips.extend(states)
+        if down_block_additional_residuals is not None:
+            skips = add_residuals(skips, down_block_additional_residuals)
         x = self.mid_block(x, temb, context, f)
+        if mid_block_additional_residual is not None:
+            x = x + mid_block_additional_residual.to(x.dtype)
         for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
@@ -308,6 +321,20 @@ class LampUNet3D(nn.Module):
         x = self.conv_out(F.silu(self.conv_norm_out(x, f)), f)
         out = x.view(b, f, -1, hgt, wid).permute(0, 2, 1, 3, 4)
         return UNet3DOutput(out) if return_dict else out
+
+
+def add_residuals(skips: list[torch.Tensor], residuals: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    """Skips plus ControlNet residuals (same order, ``None`` = nothing); a count mismatch is refused."""
+    if len(residuals) != len(skips):
+        raise ValueError(f"ControlNet gives {len(residuals)} skip residuals but this LAMP UNet has {len(skips)} "
+                         "skip connections: the ControlNet was made for another model family (an SD-XL ControlNet "
+                         "does not fit); LAMP needs an SD-1.x (SD-1.5) ControlNet.")
+    wrong = [f"{tuple(r.shape)} for {tuple(s.shape)}" for s, r in zip(skips, residuals)
+             if r is not None and r.shape != s.shape]
+    if wrong:
+        raise ValueError(f"ControlNet residuals do not fit this LAMP UNet ({wrong[0]}): the ControlNet was made for "
+                         "another model family (e.g. SD-XL); LAMP needs an SD-1.x (SD-1.5) ControlNet.")
+    return [s if r is None else s + r.to(s.dtype) for s, r in zip(skips, residuals)]
 
 
 # ---------------------------------------------------------------------------------------------- inflation

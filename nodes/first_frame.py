@@ -47,7 +47,7 @@ class LampFirstFrame:
     RETURN_TYPES = ("LATENT", "IMAGE")
     RETURN_NAMES = ("latent", "first_frame")
     OUTPUT_TOOLTIPS = ("Video latent [frames,4,h,w]: frame 0 is the encoded image, the rest is filled by the "
-                       "LAMP Sampler.", "The resized frame one as the VAE saw it.")
+                       "LAMP Sampler (or KSampler with a LAMP MODEL: its noise mask keeps frame 0).", "The resized frame one as the VAE saw it.")
     FUNCTION = "encode"
     CATEGORY = "LAMP"
     DESCRIPTION = ("Sets the content of the video: resizes frame one to the video size and encodes it with the "
@@ -81,7 +81,10 @@ class LampFirstFrame:
         encoded = encoded.to(device=device, dtype=torch.float32)
         samples = torch.zeros((frames, *encoded.shape[1:]), device=device, dtype=torch.float32)
         samples[:1] = encoded
-        return ({"samples": samples}, pixels.to(device))
+        # 0 on frame 0, 1 elsewhere: ComfyUI's own samplers (native path) keep frame 0 as it is.
+        noise_mask = torch.ones((frames, 1, *encoded.shape[2:]), device=device, dtype=torch.float32)
+        noise_mask[0] = 0
+        return ({"samples": samples, "noise_mask": noise_mask}, pixels.to(device))
 
 
 NODE_CLASS_MAPPINGS = {"LAMP_FirstFrame": LampFirstFrame}
