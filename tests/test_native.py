@@ -125,7 +125,7 @@ def test_control_mapping_refuses_t2i_adapters_and_foreign_layouts(parts):
     with pytest.raises(ValueError, match="T2I-Adapter"):
         control_residuals({"input": [torch.zeros(2, 16, 8, 8)], "output": []}, 1, 2)
     down, mid = control_residuals({"output": [torch.zeros(2, 16, 8, 8)] * 3, "middle": [None]}, 1, 2)
-    with pytest.raises(ValueError, match="SD-1.x ControlNet"):
+    with pytest.raises(ValueError, match=r"SD-XL ControlNet does not fit.*SD-1.x \(SD-1.5\) ControlNet"):
         lamp(torch.zeros(1, 4, 2, 8, 8), 1, torch.zeros(1, 7, 16), down_block_additional_residuals=down)
 
 
