@@ -9,7 +9,6 @@ open. Prints the file paths and the time of each stage.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -104,13 +103,24 @@ def run(out_dir: Path, frames: int = 8, steps: int = 10, seed: int = 0, size: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lamp_model smoke", description=__doc__.split("\n")[0])
+    from .checks import as_int, writable_dir
+    from .cli import ArgumentParser, run_command
+
+    parser = ArgumentParser(prog="python -m lamp_model smoke", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("lamp_smoke_out"), help="output folder")
     parser.add_argument("--frames", type=int, default=8, help="video length (>= 2)")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    total = time.perf_counter()
-    run(args.out, frames=args.frames, steps=args.steps, seed=args.seed)
-    print(f"smoke OK in {time.perf_counter() - total:.2f} s")
-    return 0
+
+    def body() -> int:
+        as_int("--frames", args.frames, 2, hint="frame one plus at least one more")
+        as_int("--steps", args.steps, 1, 1000)
+        as_int("--seed", args.seed, 0)
+        writable_dir(args.out, "--out")
+        total = time.perf_counter()
+        run(args.out, frames=args.frames, steps=args.steps, seed=args.seed)
+        print(f"smoke OK in {time.perf_counter() - total:.2f} s")
+        return 0
+
+    return run_command(body)

@@ -327,6 +327,25 @@ def _step_seed(seed: int, process: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, process, step]).generate_state(1, np.uint64)[0])
 
 
+def check_state_file(path: Path) -> dict[str, str]:
+    """The metadata of a training state written by :meth:`MotionTrainer.save`; raises ``FileNotFoundError`` /
+    ``ValueError`` saying what the file is instead (reads only the header)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at '{path}' (written as {STATE_FILE} in the output folder)")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception:  # safetensors raises its own error types for files that are not safetensors
+        raise ValueError(f"'{path}' is not a LAMP training state (not even a safetensors file); resume from the "
+                         f"{STATE_FILE} in the run's output folder") from None
+    if "lamp_train_state" not in meta:
+        raise ValueError(f"'{path}' is not a LAMP training state (a motion file cannot be resumed exactly: "
+                         f"use the {STATE_FILE} next to it)")
+    return meta
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 class MotionTrainer:
     """Trains a LAMP UNet's motion layers on a video set. See the module docstring for an example.
@@ -594,15 +613,7 @@ class MotionTrainer:
     def load(self, path: str | Path) -> None:
         """Resume from a file written by :meth:`save`."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no training state at '{path}' (written as {STATE_FILE} in the output folder)")
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
-        if "lamp_train_state" not in meta:
-            raise ValueError(f"'{path}' is not a LAMP training state (a motion file cannot be resumed exactly: "
-                             f"use the {STATE_FILE} next to it)")
+        meta = check_state_file(path)
         # Read on the CPU: load_state_dict moves the moments next to their parameters and keeps AdamW's step
         # counters on the CPU, where a non-capturable AdamW needs them.
         self.load_state_dict(load_file(str(path), device="cpu"), json.loads(meta["lamp_train_state"]))

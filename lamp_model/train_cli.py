@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import signal
 import sys
@@ -30,7 +31,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .train import PRESETS, STATE_FILE, MotionTrainer, TrainConfig, make_validator, unet_for_training
+from .checks import as_bool, as_float, as_int, one_of, writable_dir
+from .cli import ArgumentParser, describe, fail
+from .train import (PRESETS, STATE_FILE, MotionTrainer, TrainConfig, check_state_file, make_validator,
+                    unet_for_training)
 
 log = logging.getLogger("lamp_model.train")
 
@@ -54,8 +58,8 @@ def _flag(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every option defaults to "not given" (argparse.SUPPRESS), so YAML values can fill the gaps."""
-    p = argparse.ArgumentParser(prog="python -m lamp_model.train", description="LAMP few-shot motion training.",
-                                argument_default=argparse.SUPPRESS)
+    p = ArgumentParser(prog="python -m lamp_model.train", description="LAMP few-shot motion training.",
+                       argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML file with any of these settings (keys as the flags, '_' for '-')")
     p.add_argument("--base", help="SD-1.x base: diffusers folder or single-file checkpoint (.safetensors/.ckpt)")
     p.add_argument("--videos", help="folder of 8-16 clips of one motion (or one video file)")
@@ -133,9 +137,52 @@ def resolve_settings(argv: Sequence[str] | None) -> tuple[dict[str, Any], TrainC
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
         config = TrainConfig.from_dict({k: v for k, v in settings.items() if k in fields})
+        settings["validation_steps"] = as_int("validation_steps", settings["validation_steps"], 1, 1000,
+                                              hint="official 50")
+        settings["guidance_scale"] = as_float("guidance_scale", settings["guidance_scale"], 0.0, hint="official 12.5")
+        settings["skip_bad_clips"] = as_bool("skip_bad_clips", settings["skip_bad_clips"])
+        one_of("validation_format", settings["validation_format"], ("mp4", "gif", "webp"))
+        one_of("log_level", settings["log_level"], ("DEBUG", "INFO", "WARNING"))
     except (TypeError, ValueError) as err:
         raise TrainSetupError(str(err)) from err
     return settings, config
+
+
+def preflight(settings: dict[str, Any], config: TrainConfig) -> None:
+    """The checks that need the file system, done before any clip is decoded or model loaded: the output
+    folder is writable, the base is an SD-1.x UNet (header only), precomputed text embeddings fit its context
+    width, ``--resume`` names a training state, and the validation images open."""
+    from PIL import Image
+    from safetensors import safe_open
+
+    from .weights import base_context_width
+
+    writable_dir(settings["output_dir"], "--output-dir")
+    width = base_context_width(settings["base"])
+    if settings["text_embeddings"]:
+        path = Path(settings["text_embeddings"])
+        if not path.is_file():
+            raise TrainSetupError(f"--text-embeddings file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}
+        except Exception as err:  # safetensors raises its own error types
+            raise TrainSetupError(f"--text-embeddings {path}: not a readable safetensors file ({err})") from None
+        wrong = {k: s for k, s in shapes.items() if len(s) not in (2, 3) or s[-1] != width}
+        if wrong:
+            prompt, shape = next(iter(wrong.items()))
+            raise TrainSetupError(f"--text-embeddings {path.name}: the embedding of {prompt!r} has shape {shape}, "
+                                  f"but the base UNet needs [tokens, {width}] (its text context width); encode the "
+                                  "prompts with the base model's own text encoder")
+    if settings["resume"]:
+        auto = settings["resume"] == "auto"
+        check_state_file(Path(settings["output_dir"]) / STATE_FILE if auto else Path(settings["resume"]))
+    for image in settings["validation_image"]:
+        try:
+            with Image.open(image) as img:
+                img.verify()
+        except OSError as err:
+            raise TrainSetupError(f"--validation-image {image}: not a readable picture ({type(err).__name__})") from None
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -254,6 +301,7 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
     from .data import diffusers_vae_decoder, diffusers_vae_encoder, encode_video_set, load_video_set
     from .weights import load_base_unet2d
 
+    preflight(settings, config)
     accelerator = Accelerator(mixed_precision="no")  # autocast is done by the trainer (--mixed-precision)
     device = accelerator.device
     out = Path(settings["output_dir"])
@@ -362,17 +410,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, config = resolve_settings(argv)
     except TrainSetupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
     logging.basicConfig(level=settings["log_level"], format="%(message)s")
-    from .data import VideoSetError
-    from .weights import WeightsFormatError
-
     try:
         run(settings, config)
-    except (TrainSetupError, VideoSetError, WeightsFormatError, FileNotFoundError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            return fail(f"no space left on the device while saving to {settings['output_dir']}; the previous save "
+                        "there is intact (files are replaced only once completely written): free some space and "
+                        "continue with --resume")
+        return fail(describe(err))
+    except (TrainSetupError, ValueError, FloatingPointError) as err:  # VideoSetError, WeightsFormatError too
+        return fail(describe(err))
     return 0
 
 

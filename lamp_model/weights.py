@@ -17,13 +17,11 @@ problem with the input raises :class:`WeightsFormatError` naming the file, what 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import re
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -477,9 +475,7 @@ def load_base_unet2d(base: PathLike | Mapping[str, torch.Tensor], dtype: torch.d
             state = _read_tensors(path, header, _unet_keys(header))
     kind = detect_format(state, source)
     if kind in ("lamp_full", "lamp_motion"):
-        raise WeightsFormatError(f"{source}: this is a LAMP {'model' if kind == 'lamp_full' else 'motion file'}, "
-                                 "not an SD-1.x base. Give it as the motion (load_unet(path, base=...)) and an "
-                                 "SD-1.x checkpoint as the base.")
+        raise _lamp_as_base(source, kind)
     state = _unet_part(state)
     if kind == "sd1_ldm":
         state = _ldm_to_diffusers(state, source)
@@ -498,6 +494,37 @@ def _refuse_nonfinite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
         raise WeightsFormatError(f"{source}: tensor {bad} holds NaN/inf values, so every video made with it would "
                                  "be garbage. The file is damaged or comes from a diverged training run: download, "
                                  "convert or train it again (a training run can be resumed from an earlier save).")
+
+
+def base_context_width(base: PathLike) -> int:
+    """Check an SD-1.x base from its header only (no tensor data is read from safetensors; a pickle is
+    memory-mapped) and return its UNet's text-context width, so that a wrong base (SD-XL, SD-2, a LAMP file,
+    a VAE…) is named before any expensive work."""
+    path = Path(base)
+    if not path.exists():
+        raise FileNotFoundError(f"SD-1.x base model not found: {path}")
+    if path.is_dir():
+        folder = _unet_folder(path)
+        weights = next((folder / n for n in _WEIGHT_FILES if (folder / n).is_file()), None)
+        if weights is None:
+            raise WeightsFormatError(f"{folder}: has no weights file (one of {', '.join(_WEIGHT_FILES)}).")
+        header, source = _read_header(weights)[0], str(weights)
+    else:
+        header, source = _read_header(path)[0], str(path)
+        header = {k: header[k] for k in _unet_keys(header)}
+    kind = detect_format(header, source)
+    if kind in ("lamp_full", "lamp_motion"):
+        raise _lamp_as_base(source, kind)
+    widths = [s[1] for k, s in _shapes(header).items() if k.endswith("attn2.to_k.weight") and s and len(s) == 2]
+    if not widths:
+        raise WeightsFormatError(f"{source}: no cross-attention found; this is not an SD-1.x UNet.")
+    return int(widths[0])
+
+
+def _lamp_as_base(source: str, kind: str) -> WeightsFormatError:
+    return WeightsFormatError(f"{source}: this is a LAMP {'model' if kind == 'lamp_full' else 'motion file'}, "
+                              "not an SD-1.x base. Give it as the motion (load_unet(path, base=...)) and an "
+                              "SD-1.x checkpoint as the base.")
 
 
 def _unet_keys(header: Mapping[str, Any]) -> list[str]:
@@ -696,8 +723,10 @@ def convert_official(src: PathLike, out_path: PathLike, dtype: torch.dtype = tor
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lamp_model convert <official unet folder> <out.safetensors> [--fp32] [--meta KEY=VALUE]``."""
-    parser = argparse.ArgumentParser(prog="python -m lamp_model convert",
-                                     description="Official LAMP checkpoint -> compact LAMP motion file.")
+    from .cli import ArgumentParser, fail
+
+    parser = ArgumentParser(prog="python -m lamp_model convert",
+                            description="Official LAMP checkpoint -> compact LAMP motion file.")
     parser.add_argument("src", help="official checkpoint: the unet/ folder, its parent, or a full .safetensors")
     parser.add_argument("out", help="motion file to write (.safetensors)")
     parser.add_argument("--fp32", action="store_true", help="store float32 instead of float16 (twice the size)")
@@ -710,9 +739,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert_official(args.src, args.out, torch.float32 if args.fp32 else torch.float16,
                                dict(m.split("=", 1) for m in args.meta))
-    except (WeightsFormatError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError) as e:  # WeightsFormatError is a ValueError
+        from .cli import describe
+
+        return fail(describe(e))
     tensors, _ = read_motion(out)
     params = sum(t.numel() for t in tensors.values())
     print(f"wrote {out}: {len(tensors)} tensors, {params:,} parameters, {out.stat().st_size / 1e6:.1f} MB "

@@ -178,7 +178,7 @@ def test_demo_reports_bad_prompt(capsys):
     from lamp_model.toy import demo
 
     assert demo.main(["--prompt", "a purple dragon"]) == 2
-    assert "colour" in capsys.readouterr().out
+    assert "colour" in capsys.readouterr().err
 
 
 def test_evaluation_variants_are_valid_and_tabulated():

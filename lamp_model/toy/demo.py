@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import as_float, as_int, writable_dir
+from ..cli import ArgumentParser, run_command
 from . import tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
 from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
@@ -35,14 +37,18 @@ def first_frame(motion: str, prompt: str, seed: int, image: Path | None) -> tupl
     from ..data import resize_frame
 
     if not image.is_file():
-        raise FileNotFoundError(f"first-frame image not found: {image}")
-    with Image.open(image) as img:
-        rgb = resize_frame(img, world.SIZE, world.SIZE)
+        raise FileNotFoundError(f"--image {image}: file not found")
+    try:
+        with Image.open(image) as img:
+            rgb = resize_frame(img, world.SIZE, world.SIZE)
+    except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"--image {image}: not a readable picture ({type(err).__name__}); give a PNG or JPEG "
+                         "file") from None
     return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None], shape
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lamp_model demo", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m lamp_model demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--motion", default="right", choices=list(world.MOTIONS), help="the learned motion to apply")
     ap.add_argument("--prompt", default="a blue triangle",
                     help=f"'a <colour> <shape>'; colours: {', '.join(world.COLOURS)}; shapes: {', '.join(world.SHAPES)}")
@@ -57,15 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
     args = ap.parse_args(argv)
-    try:
-        frame, shape = first_frame(args.motion, args.prompt, args.seed, args.image)
-        clock = Stopwatch()
-        unet = load_motion_unet(args.motion, args.weights)
-        text_encoder = load_text_encoder(args.weights)
-        text_encoder.tokenize(args.prompt)  # a clear error for unknown words before any work
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}")
-        return 2
+    return run_command(lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    as_int("--steps", args.steps, 1, 1000, hint=f"the toy default is {TOY_SAMPLING_STEPS}")
+    as_float("--guidance", args.guidance, 0.0, hint=f"the toy default is {TOY_GUIDANCE}")
+    as_int("--seed", args.seed, 0)
+    frame, shape = first_frame(args.motion, args.prompt, args.seed, args.image)
+    writable_dir(args.out, "--out")
+    clock = Stopwatch()
+    unet = load_motion_unet(args.motion, args.weights)
+    text_encoder = load_text_encoder(args.weights)
+    text_encoder.tokenize(args.prompt)  # a clear error for unknown words before any work
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
                     options=SamplingOptions(steps=args.steps, guidance_scale=args.guidance,
                                             adain=not args.no_adain))[0]
