@@ -127,6 +127,14 @@ class LampSampler:
         uncond = conditioning_tensor(negative, "negative", lamp_model.context_dim)
         cond, uncond = match_lengths(cond, uncond)
         raw, alpha = raw_noise_for(noise, (1, 4, frames, h, w))
+        from .invert_nodes import InvertedStart
+        edit = noise.steps if isinstance(noise, InvertedStart) else None
+        if edit is not None:  # a start from LAMP Invert Video: the official editing run
+            from lamp_model.editing import check_edit_settings, edit_video
+            try:
+                check_edit_settings(int(steps), edit, scheduler)
+            except ValueError as e:
+                raise ValueError(f"LAMP Sampler: {e}.") from None
 
         device = host.torch_device()
         compute = resolve_dtype(dtype, device)
@@ -135,10 +143,14 @@ class LampSampler:
         log.info("[LAMP] sampling %d frames %dx%d, %d %s steps, cfg %.2f, alpha %.2f, %s on %s", frames, w * 8, h * 8,
                  steps, scheduler, cfg, alpha, str(compute).replace("torch.", ""), device)
         with lamp_model.on_device(device, compute, frames, h, w) as unet, torch.no_grad():
-            video = sample_video(
-                unet, first.to(device), cond.to(device, compute), uncond.to(device, compute), raw.to(device),
-                steps=int(steps), guidance_scale=float(cfg), shared_noise_alpha=alpha, adain=bool(adain),
-                scheduler=scheduler, callback=host.callback_for(bar))
+            if edit is not None:
+                video = edit_video(unet, first.to(device), cond.to(device, compute), uncond.to(device, compute),
+                                   raw.to(device), int(steps), float(cfg), bool(adain), host.callback_for(bar))
+            else:
+                video = sample_video(
+                    unet, first.to(device), cond.to(device, compute), uncond.to(device, compute), raw.to(device),
+                    steps=int(steps), guidance_scale=float(cfg), shared_noise_alpha=alpha, adain=bool(adain),
+                    scheduler=scheduler, callback=host.callback_for(bar))
             out = (video[0].transpose(0, 1).float() / SD1_LATENT_SCALE).to(host.intermediate_device())
             del video
         if not torch.isfinite(out).all():

@@ -139,8 +139,9 @@ class LampTrainInit:
             "clip": ("CLIP", {"tooltip": "The CLIP of the same SD-1.x checkpoint; encodes the training prompt."}),
             "vae": ("VAE", {"tooltip": "The VAE of the same SD-1.x checkpoint; encodes every frame once."}),
             "video_folder": ("STRING", {"default": "horse_run", "tooltip": "Folder of 8-16 clips of ONE motion (mp4, "
-                                        "webm, mov, gif, or sub-folders of frames): a folder under ComfyUI's input "
-                                        "folder, or an absolute path."}),
+                                        "webm, mov, gif, or sub-folders of frames), or ONE video file to tune on for "
+                                        "video editing (official: n_frames 24, stride 2, 500 steps, save every 50): "
+                                        "under ComfyUI's input folder, or an absolute path."}),
             "prompt": ("STRING", {"default": "", "tooltip": "Training prompt. Empty: the folder name with _ → space "
                                   "(horse_run → 'horse run'), as the official code does."}),
             "run_name": ("STRING", {"default": "", "tooltip": "Name of the run folder output/lamp_training/<run_name> "
