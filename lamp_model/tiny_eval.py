@@ -3,7 +3,8 @@
 ``python -m lamp_model.tiny_eval OUT`` writes into ``OUT``: ``clip/`` (a transformers CLIP with a tiny
 byte-level BPE tokenizer), ``sd/`` (an SD-1.x-shaped diffusers base: UNet, VAE, CLIP text encoder, tokenizer,
 scheduler), ``motions/<name>.safetensors`` (compact motion files) and ``benchmark/<name>/<prompt>.png`` (first
-frames named like the official ``benchmark/`` folder), then runs ``paper-eval`` on them and prints the table.
+frames named like the official ``benchmark/`` folder), then runs ``paper-eval`` on them (64x48 px, 16 frames, 4 DDIM
+steps; further options such as ``--no-official-quirks`` are passed on) and prints the table.
 The numbers mean nothing (random weights); they show that the whole protocol runs, and the tests use the same
 models. Nothing is downloaded: every model is built from a config in code.
 """
@@ -139,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="folder for the tiny models, the videos and the report")
     ap.add_argument("--steps", type=int, default=4, help="DDIM steps (the protocol's 50 work too, slower)")
     ap.add_argument("--frames", type=int, default=16)
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)  # anything else goes to paper-eval, e.g. --no-official-quirks
     paths = write_all(args.out)
     return paper_eval.main(["--motions", str(paths["motions"]), "--base", str(paths["base"]),
                             "--first-frames", str(paths["first_frames"]), "--clip", str(paths["clip"]),
                             "--out", str(args.out / "paper_eval"), "--width", "64", "--height", "48",
-                            "--frames", str(args.frames), "--steps", str(args.steps), "--device", "cpu"])
+                            "--frames", str(args.frames), "--steps", str(args.steps), "--device", "cpu", *extra])
 
 
 if __name__ == "__main__":
