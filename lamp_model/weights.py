@@ -163,6 +163,11 @@ def detect_format(weights: Weights, source: str = "weights") -> str:
     raise _unrelated(source, what, shapes)
 
 
+def detect_file_format(path: PathLike) -> str:
+    """:func:`detect_format` of a weights file, from its header only (safetensors tensors are not read)."""
+    return detect_format(_read_header(Path(path))[0], str(path))
+
+
 def _unrelated(source: str, what: str, shapes: Mapping[str, Any]) -> WeightsFormatError:
     sample = ", ".join(list(shapes)[:3])
     return WeightsFormatError(f"{source}: this is {what} (tensors such as {sample}), unrelated to LAMP. Pick a LAMP "

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from lamp_model.checks import finite
 from lamp_model.postprocess import COLOR_MATCH_MODES, color_match
 
 from . import host
@@ -17,6 +18,11 @@ def _check_image(image: torch.Tensor, name: str) -> None:
     if not torch.is_tensor(image) or image.ndim != 4 or image.shape[-1] not in (3, 4) or image.shape[0] < 1:
         shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
         raise ValueError(f"LAMP Color Match: '{name}' must be a ComfyUI IMAGE [N,H,W,3], got {shape}.")
+    try:
+        finite(f"'{name}'", image)
+    except ValueError as e:
+        raise ValueError(f"LAMP Color Match: {e}; the frames were probably decoded from a NaN latent (see the LAMP "
+                         "Sampler's dtype).") from None
 
 
 class LampColorMatch:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from lamp_model.checks import finite
 from lamp_model.frames import RESIZE_MODES, fit_frames
 
 from . import host
@@ -54,22 +55,30 @@ class LampFirstFrame:
                    "SD-1.x VAE. The LAMP Sampler keeps this frame clean and only generates the motion after it.")
 
     def encode(self, image: torch.Tensor, vae: Any, width: int = 512, height: int = 320, frames: int = 16,
-               resize: str = "stretch") -> tuple[dict, torch.Tensor]:
+               resize: str = "stretch") -> tuple | dict:
         if not torch.is_tensor(image) or image.ndim != 4 or image.shape[0] < 1 or image.shape[-1] not in (3, 4):
             shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
             raise ValueError(f"LAMP First Frame: 'image' must be a ComfyUI IMAGE [N,H,W,3], got {shape}.")
+        bad = [f"{name} {value} (use {value // 8 * 8} or {value // 8 * 8 + 8})"
+               for name, value in (("width", width), ("height", height)) if value % 8]
+        if bad:
+            raise ValueError(f"LAMP First Frame: {' and '.join(bad)} {'is' if len(bad) == 1 else 'are'} not a "
+                             "multiple of 8.")
+        try:
+            finite("'image'", image[:1])
+        except ValueError as e:
+            raise ValueError(f"LAMP First Frame: {e}.") from None
         for name, value in (("width", width), ("height", height)):
-            if value % 8:
-                raise ValueError(f"LAMP First Frame: {name} {value} is not a multiple of 8; use "
-                                 f"{value // 8 * 8} or {value // 8 * 8 + 8}.")
             if value % UNET_MULTIPLE:
                 log.warning("[LAMP] %s %d is not a multiple of %d: the UNet pads internally; 512×320 is what LAMP "
                             "was trained at.", name, value, UNET_MULTIPLE)
         if frames < 2:
             raise ValueError(f"LAMP First Frame: frames must be at least 2 (frame one + motion), got {frames}. "
                              "LAMP is trained on 16.")
+        warnings = []
         if image.shape[0] > 1:
-            log.warning("[LAMP] First Frame got a batch of %d images; using the first one.", image.shape[0])
+            warnings.append(f"First Frame got a batch of {image.shape[0]} images and uses only the first one as frame "
+                            "one (the others are ignored); pick one image, e.g. with ImageFromBatch.")
         pixels = fit_image(image[:1, :, :, :3], width, height, resize)
         encoded = vae.encode(pixels)
         if encoded.ndim == 5:  # video-capable VAEs may return [B,C,1,h,w]
@@ -77,6 +86,9 @@ class LampFirstFrame:
         if encoded.shape[1] != 4:
             raise ValueError(f"LAMP First Frame: the VAE gives {encoded.shape[1]}-channel latents; LAMP needs the "
                              "4-channel SD-1.x VAE. Connect the VAE of the SD-1.x checkpoint.")
+        if not bool(torch.isfinite(encoded).all()):
+            raise ValueError("LAMP First Frame: the VAE returned NaN/inf latents for this image; run the VAE in fp32 "
+                             "(--fp32-vae) or use another SD-1.x VAE.")
         device = host.intermediate_device()
         encoded = encoded.to(device=device, dtype=torch.float32)
         samples = torch.zeros((frames, *encoded.shape[1:]), device=device, dtype=torch.float32)
@@ -84,7 +96,7 @@ class LampFirstFrame:
         # 0 on frame 0, 1 elsewhere: ComfyUI's own samplers (native path) keep frame 0 as it is.
         noise_mask = torch.ones((frames, 1, *encoded.shape[2:]), device=device, dtype=torch.float32)
         noise_mask[0] = 0
-        return ({"samples": samples, "noise_mask": noise_mask}, pixels.to(device))
+        return host.node_result(({"samples": samples, "noise_mask": noise_mask}, pixels.to(device)), warnings)
 
 
 NODE_CLASS_MAPPINGS = {"LAMP_FirstFrame": LampFirstFrame}

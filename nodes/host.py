@@ -14,6 +14,7 @@ Public API (kept stable; the training nodes import it):
 - devices and memory: :func:`torch_device`, :func:`offload_device`, :func:`intermediate_device`,
   :func:`auto_dtype`, :func:`make_room`, :func:`free_memory`, :func:`empty_cache`,
   :func:`patched_unet_state_dict`
+- messages on the node: :func:`node_result` (warnings shown on the node by ``web/lamp_messages.js``)
 - tests only: :func:`simulate_cancel`, :func:`configure_fallback`
 """
 from __future__ import annotations
@@ -324,9 +325,10 @@ def motion_path(name: str) -> str:
     path = None
     if HAS_COMFY:
         path = _fp.get_full_path(FOLDER_NAME, name)
-    else:
-        candidate = os.path.join(_fallback_dirs["lamp"], name)
-        if os.path.isfile(candidate):
+    else:  # like folder_paths: a name may hold sub-folders but never leave the lamp folder
+        root = os.path.realpath(_fallback_dirs["lamp"])
+        candidate = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([root, candidate]) == root and os.path.isfile(candidate):
             path = candidate
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(
@@ -376,6 +378,17 @@ def clip_model_path(name: str) -> str:
     raise FileNotFoundError(f"LAMP: CLIP folder '{name}' not found (looked in: {', '.join(candidates)}). Put a "
                             f"whole transformers CLIP folder (e.g. openai/clip-vit-large-patch14 saved locally) into "
                             f"models/{CLIP_FOLDER_NAME}/ or give its absolute path.")
+
+
+def node_result(result: tuple, warnings: list[str]) -> tuple | dict:
+    """A node's return value: the plain ``result`` tuple, or, with warnings, ComfyUI's ``{"ui", "result"}``
+    form whose ``lamp_warning`` texts the pack's web extension shows on the node (and as a toast). Each
+    warning is logged too, for the console."""
+    for text in warnings:
+        log.warning("[LAMP] %s", text)
+    if not warnings:
+        return result
+    return {"ui": {"lamp_warning": list(warnings)}, "result": result}
 
 
 def input_dir() -> str:

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from . import host
-from .motion_model import DTYPE_CHOICES, LampModel, require_sd1, resolve_dtype
+from .motion_model import DTYPE_CHOICES, LampModel, require_sd1, require_unet_weights, resolve_dtype
 
 log = logging.getLogger("ComfyUI-LAMP")
 
@@ -74,6 +74,7 @@ class LampLoadMotion:
             raise _format_error("LAMP Load Motion", f"cannot read motion file '{motion_file}'", e, hint) from None
         dtype = resolve_dtype(weight_dtype, host.torch_device())
         state = host.patched_unet_state_dict(model)
+        require_unet_weights(state, "LAMP Load Motion")
         try:
             config, base = weights.load_base_unet2d(state, dtype=dtype, hints=weights.motion_architecture(metadata))
             del state
@@ -111,6 +112,10 @@ class LampLoadOfficialCheckpoint:
         weights = _weights()
         path = resolve_checkpoint_path(checkpoint_path)
         dtype = resolve_dtype(weight_dtype, host.torch_device())
+        if os.path.isfile(path) and _is_motion_file(weights, path):
+            raise ValueError(f"LAMP Load Official Checkpoint: '{checkpoint_path}' is a compact LAMP motion file, which "
+                             "needs an SD-1.x model under it: use LAMP Load Motion (MODEL from CheckpointLoaderSimple "
+                             "+ this motion file) instead.")
         try:
             unet = weights.load_unet(path, dtype=dtype, device=host.offload_device())
         except (weights.WeightsFormatError, OSError, ValueError) as e:
@@ -165,6 +170,13 @@ class LampConvertOfficial:
         message = f"wrote {out} ({size:.0f} MiB)"
         log.info("[LAMP] %s", message)
         return {"ui": {"text": [message]}, "result": (name,)}
+
+
+def _is_motion_file(weights: Any, path: str) -> bool:
+    try:
+        return weights.detect_file_format(path) == "lamp_motion"
+    except (weights.WeightsFormatError, OSError, ValueError):
+        return False  # load_unet names the problem
 
 
 def _default_motion_name(src: str) -> str:

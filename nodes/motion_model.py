@@ -78,6 +78,13 @@ def require_sd1(model: Any) -> None:
         "part of the workflow.")
 
 
+def require_unet_weights(state: Mapping[str, Any], node: str) -> None:
+    """Refuse a MODEL whose UNet has no weights (a failed or empty load), before they are blamed on the motion."""
+    if not state:
+        raise ValueError(f"{node}: the MODEL holds no UNet weights (an empty or failed checkpoint load). Reload the "
+                         "SD-1.x checkpoint with CheckpointLoaderSimple and check ComfyUI's console for its errors.")
+
+
 def estimate_bytes(unet: torch.nn.Module, dtype: torch.dtype, frames: int, h: int, w: int) -> int:
     """Rough device memory of one CFG sampling run: weights plus ~64 top-level activations."""
     size = torch.finfo(dtype).bits // 8

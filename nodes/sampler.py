@@ -154,8 +154,8 @@ class LampSampler:
             out = (video[0].transpose(0, 1).float() / SD1_LATENT_SCALE).to(host.intermediate_device())
             del video
         if not torch.isfinite(out).all():
-            raise FloatingPointError("LAMP Sampler: the result holds NaN/inf values. With fp16 on this GPU try "
-                                     "dtype bf16 or fp32.")
+            from lamp_model.checks import nan_advice
+            raise FloatingPointError(f"LAMP Sampler: the result holds NaN/inf values: {nan_advice(device, compute)}.")
         return ({"samples": out.contiguous()},)
 
 

@@ -27,7 +27,7 @@ import torch
 from lamp_model.frames import RESIZE_MODES
 
 from . import host
-from .motion_model import SD1_LATENT_SCALE, require_sd1
+from .motion_model import SD1_LATENT_SCALE, require_sd1, require_unet_weights
 
 log = logging.getLogger("ComfyUI-LAMP")
 
@@ -222,6 +222,7 @@ class LampTrainInit:
             host.free_memory()  # the VAE and CLIP are done
             # Copies made here, outside inference mode, are normal tensors that autograd may use.
             state2d = host.patched_unet_state_dict(model)
+            require_unet_weights(state2d, "LAMP Train Init")
             dtype = next(iter(state2d.values())).dtype
             try:
                 unet_config, base = weights.load_base_unet2d(state2d, dtype=dtype, hints=_base_hints(model))

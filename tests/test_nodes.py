@@ -283,8 +283,9 @@ def test_first_frame_latent_layout_and_values():
 def test_first_frame_uses_first_of_a_batch_and_drops_alpha(caplog):
     images = torch.rand(3, 64, 64, 4)
     with caplog.at_level(logging.WARNING, logger="ComfyUI-LAMP"):
-        latent, _ = LampFirstFrame().encode(images, StubVAE(), 64, 64, 4)
-    assert "batch of 3" in caplog.text
+        out = LampFirstFrame().encode(images, StubVAE(), 64, 64, 4)
+    assert "batch of 3" in caplog.text and "batch of 3" in out["ui"]["lamp_warning"][0]  # console and node
+    latent = out["result"][0]
     assert torch.allclose(latent["samples"][0], StubVAE().encode(images[:1, :, :, :3])[0])
 
 
@@ -301,7 +302,7 @@ def test_resize_modes(mode):
 
 def test_first_frame_bad_input():
     image = torch.rand(1, 64, 64, 3)
-    with pytest.raises(ValueError, match="width 100 is not a multiple of 8; use 96 or 104"):
+    with pytest.raises(ValueError, match=r"width 100 \(use 96 or 104\) is not a multiple of 8"):
         LampFirstFrame().encode(image, StubVAE(), 100, 64, 16)
     with pytest.raises(ValueError, match="frames must be at least 2"):
         LampFirstFrame().encode(image, StubVAE(), 64, 64, 1)
