@@ -28,7 +28,9 @@ from .frames import RESIZE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lamp_model edit", description=__doc__.split("\n\n")[0])
+    from .cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m lamp_model edit", description=__doc__.split("\n\n")[0])
     p.add_argument("--motion", required=True, help="motion file (.safetensors, needs --base) or official checkpoint")
     p.add_argument("--base", required=True, help="SD-1.x base: diffusers folder or single-file checkpoint (VAE, text)")
     p.add_argument("--video", required=True, help="the source clip (video file or folder of frames)")
@@ -93,14 +95,18 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     from .video_io import write_strip, write_video
     from .weights import load_unet
 
+    from .checks import as_int, writable_dir
+
     clock = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     video = Path(args.video)
     if not video.exists():
         raise FileNotFoundError(f"--video not found: {video}")
     for name in ("width", "height"):
-        if getattr(args, name) % 8:
+        if as_int(f"--{name}", getattr(args, name), 8, 4096) % 8:
             raise ValueError(f"--{name} {getattr(args, name)} is not a multiple of 8")
+    as_int("--steps", args.steps, 1, 1000)
+    writable_dir(args.out, "--out")
     need = args.start + (max(args.frames, 1) - 1) * max(args.stride, 1) + 1
     clip = read_frames(video, args.width, args.height, args.resize, max_frames=need)
     index = clip_window(len(clip), args.frames, args.start, args.stride)
@@ -157,17 +163,17 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .data import VideoSetError
+    """Entry point of ``python -m lamp_model edit``; a user error is one ``error:`` line and exit code 2."""
+    from .cli import run_command
     from .train_cli import TrainSetupError
-    from .weights import WeightsFormatError
 
-    try:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
         run(args)
-    except (ValueError, FileNotFoundError, TrainSetupError, VideoSetError, WeightsFormatError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(body, (TrainSetupError,))
 
 
 if __name__ == "__main__":

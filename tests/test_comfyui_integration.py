@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR not set (opt-in ComfyUI end-to-end test)")]
 
 LAMP_IDS = {"LAMP_LoadMotion", "LAMP_LoadOfficialCheckpoint", "LAMP_ConvertOfficial", "LAMP_FirstFrame",
-            "LAMP_SharedNoise", "LAMP_Sampler", "LAMP_ColorMatch"}
+            "LAMP_SharedNoise", "LAMP_Sampler", "LAMP_ColorMatch", "LAMP_InvertVideo"}
 CKPT, MOTION, CONTROLNET = "tiny_sd15.safetensors", "tiny_motion.safetensors", "tiny_controlnet.safetensors"
 
 #: Runs in ComfyUI's Python: builds the tiny fixtures with diffusers/transformers, renames the UNet with
@@ -247,7 +247,7 @@ def to_api(workflow: dict, object_info: dict) -> dict:
                 continue
             inputs[name] = values.pop(0)
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if opts.get("control_after_generate") or opts.get("image_upload"):
+            if opts.get("control_after_generate") or opts.get("image_upload") or opts.get("video_upload"):
                 values.pop(0)
         assert not values, f"{node['type']}: unused widget values {values}"
         for slot in node["inputs"]:
@@ -276,6 +276,8 @@ def shrink(prompt: dict, frames: int = 4, steps: int = 2) -> dict:
             inputs.update(width=128, height=64, frames=frames)
         elif kind == "LAMP_Sampler":
             inputs["steps"] = steps
+        elif kind == "LAMP_InvertVideo":
+            inputs.update(width=128, height=64, frames=frames, stride=1, steps=steps)
     return prompt
 
 
@@ -355,6 +357,33 @@ def test_controlnet_edit_workflow(server):
     assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[-3000:]
     _check_video(server, history, prompt, frames=4)
     assert "missing controlnet keys" not in server.log_text()
+
+
+def test_video_edit_workflow_and_its_cached_inversion(server):
+    """Load Video → Invert → Canny/ControlNet frame one → LAMP with the inverted start; a second run that only
+    changes the LAMP prompt reuses the inversion from ComfyUI's cache."""
+    import av
+    import numpy as np
+    with av.open(str(server.base / "input" / "source.mp4"), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 128, 64, "yuv420p"
+        for i in range(6):
+            frame = np.zeros((64, 128, 3), np.uint8)
+            frame[20:40, 10 + 12 * i:30 + 12 * i] = (220, 40, 40)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    prompt = shrink(to_api(workflow("lamp_video_edit.json"), server.object_info))
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[-3000:]
+    _check_video(server, history, prompt, frames=4)
+    inversions = server.log_text().count("[LAMP] inverting")
+    lamp_prompt = next(k for k, n in prompt.items() if n["class_type"] == "CLIPTextEncode"
+                       and n["inputs"]["text"].startswith("a robot runs beside a river, van gogh style painting")
+                       and "highly" not in n["inputs"]["text"])
+    prompt[lamp_prompt]["inputs"]["text"] = "a robot walks"
+    again = server.run(prompt)
+    assert again["status"]["status_str"] == "success"
+    assert server.log_text().count("[LAMP] inverting") == inversions, "the inversion was recomputed"
 
 
 def _frames(server: Server, history: dict, prompt: dict):

@@ -272,3 +272,26 @@ def test_invert_node_progress_and_cancel(lamp_model, monkeypatch):  # noqa: F811
     host.simulate_cancel(after=1)
     with pytest.raises(host.Interrupted):
         invert(lamp_model, source_images(), steps=4)
+
+
+def test_video_edit_workflow_follows_the_paper():
+    import json
+    from pathlib import Path
+
+    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "lamp_video_edit.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    by_type = {n["type"]: n for n in wf["nodes"]}
+    src = {(dst, nodes[dst]["inputs"][slot]["name"]): (nodes[s]["type"], nodes[s]["outputs"][s_slot]["name"])
+           for _, s, s_slot, dst, slot, _ in wf["links"]}
+    invert, sampler, first = by_type["LAMP_InvertVideo"], by_type["LAMP_Sampler"], by_type["LAMP_FirstFrame"]
+    assert "LAMP_SharedNoise" not in by_type
+    assert src[(invert["id"], "images")] == ("GetVideoComponents", "images")
+    assert src[(by_type["GetVideoComponents"]["id"], "video")] == ("LoadVideo", "VIDEO")
+    assert src[(by_type["Canny"]["id"], "image")] == ("LAMP_InvertVideo", "first_frame")
+    assert src[(sampler["id"], "noise")] == ("LAMP_InvertVideo", "noise")
+    assert src[(first["id"], "image")] == ("VAEDecode", "IMAGE")
+    assert {"ControlNetApplyAdvanced", "KSampler", "LAMP_ColorMatch", "SaveVideo"} <= set(by_type)
+    frames, start, stride, steps, width, height = invert["widgets_values"][:6]
+    assert (frames, stride, steps) == (24, 2, 50), "official editing settings"
+    assert first["widgets_values"][:3] == [width, height, frames], "the edit has the inverted clip's size"
+    assert sampler["widgets_values"][:3] == [steps, 12.5, "ddim"]

@@ -69,6 +69,10 @@ CORE = {
                      "optional": {"audio": ("AUDIO",)}}, ("VIDEO",), None),
     "SaveVideo": ({"required": {"video": ("VIDEO",), "filename_prefix": ("STRING", {}),
                                 "format": (["auto", "mp4"],), "codec": (["auto", "h264"],)}}, (), None),
+    "LoadVideo": ({"required": {"file": ("FILES", {"folder": "input", "video_upload": True,
+                                                   "extensions": (".mp4", ".webm", ".mov", ".mkv", ".gif")})}},
+                  ("VIDEO",), None),
+    "GetVideoComponents": ({"required": {"video": ("VIDEO",)}}, ("IMAGE", "AUDIO", "FLOAT"), ("images", "audio", "fps")),
 }
 OUTPUT_NODES = {"PreviewImage", "SaveAnimatedWEBP", "SaveVideo"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "FILES"}
@@ -132,7 +136,7 @@ def _expected_widgets(spec: dict) -> list[tuple[str, tuple]]:
         opts = s[1] if len(s) > 1 and isinstance(s[1], dict) else {}
         if opts.get("control_after_generate"):
             out.append((f"{name}:control_after_generate", (sorted(CONTROL_VALUES),)))
-        if opts.get("image_upload"):
+        if opts.get("image_upload") or opts.get("video_upload"):  # the frontend saves its upload button as "image"
             out.append((f"{name}:upload", (["image"],)))
     return out
 
@@ -214,7 +218,7 @@ def test_sdxl_and_sd15_parts_are_not_mixed():
             ckpt, user = nodes[src]["widgets_values"][0].lower(), nodes[dst]
             feeds = consumers.get(dst, set())
             decodes_lamp = user["type"] == "VAEDecode" and producer[(dst, 0)]["type"] == "LAMP_Sampler"
-            lamp_side = user["type"].startswith("LAMP_") or "LAMP_Sampler" in feeds or decodes_lamp
+            lamp_side = user["type"].startswith("LAMP_") or bool({"LAMP_Sampler", "LAMP_InvertVideo"} & feeds) or decodes_lamp
             where = f"{path.name}: {kind} of {ckpt} -> {user['type']} {user['id']}"
             assert ("xl" in ckpt) != lamp_side, where
 

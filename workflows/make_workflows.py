@@ -98,21 +98,31 @@ def sdxl_frame_one(g: Graph, x: int, positive: tuple[dict, str], negative: tuple
 
 
 # ---------------------------------------------------------------------------------------------- LAMP chain
-def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str) -> None:
-    """SD-1.5 checkpoint + motion → First Frame → Sampler → VAEDecode → Color Match → WEBP and MP4."""
-    sd15 = checkpoint(g, (x, 40), SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
-    motion = g.node("LAMP_LoadMotion", (x, 180), inputs=[("model", "MODEL")], outputs=[("lamp_model", "LAMP_MODEL")],
-                    widgets=[MOTION, "auto"], size=(340, 90))
+def lamp_base(g: Graph, pos: tuple[int, int]) -> tuple[dict, dict]:
+    """SD-1.5 checkpoint → LAMP Load Motion; returns both nodes."""
+    sd15 = checkpoint(g, pos, SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
+    motion = g.node("LAMP_LoadMotion", (pos[0], pos[1] + 140), inputs=[("model", "MODEL")],
+                    outputs=[("lamp_model", "LAMP_MODEL")], widgets=[MOTION, "auto"], size=(340, 90))
     g.link(sd15, "MODEL", motion, "model")
+    return sd15, motion
+
+
+def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str, frames: int = 16,
+               base: Optional[tuple[dict, dict]] = None, noise: Optional[tuple[dict, str]] = None) -> None:
+    """SD-1.5 checkpoint + motion → First Frame → Sampler → VAEDecode → Color Match → WEBP and MP4.
+    ``base``: the (checkpoint, Load Motion) nodes when made already; ``noise``: (node, output) of the sampler's
+    NOISE instead of LAMP Shared Noise (the editing workflow's inverted start)."""
+    sd15, motion = base or lamp_base(g, (x, 40))
     pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
     neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
-                   widgets=[512, 320, 16, "stretch"], size=(320, 180))
+                   widgets=[512, 320, frames, "stretch"], size=(320, 180))
     g.link(frame_one, frame_output, first, "image")
     g.link(sd15, "VAE", first, "vae")
-    noise = g.node("LAMP_SharedNoise", (x + 380, 260), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
-                   size=(320, 110))
+    if noise is None:
+        noise = (g.node("LAMP_SharedNoise", (x + 380, 260), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+                        size=(320, 110)), "noise")
     sampler = g.node("LAMP_Sampler", (x + 740, 40),
                      inputs=[("lamp_model", "LAMP_MODEL"), ("positive", "CONDITIONING"),
                              ("negative", "CONDITIONING"), ("latent", "LATENT"), ("noise", "NOISE")],
@@ -121,7 +131,7 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     g.link(pos, "CONDITIONING", sampler, "positive")
     g.link(neg, "CONDITIONING", sampler, "negative")
     g.link(first, "latent", sampler, "latent")
-    g.link(noise, "noise", sampler, "noise")
+    g.link(*noise, sampler, "noise")
     decode = g.node("VAEDecode", (x + 740, 340), inputs=[("samples", "LATENT"), ("vae", "VAE")],
                     outputs=[("IMAGE", "IMAGE")], size=(220, 50))
     g.link(sampler, "latent", decode, "samples")
@@ -196,6 +206,60 @@ def controlnet_edit() -> Graph:
     return g
 
 
+def video_edit() -> Graph:
+    """(d) Video editing (paper §5.2): invert a source clip with a LAMP motion (ideally tuned on that clip), edit
+    its first frame with Canny + ControlNet on SD-XL, and let LAMP re-animate the edit along the source's motion."""
+    g = Graph()
+    load = g.node("LoadVideo", (0, 40), outputs=[("VIDEO", "VIDEO")], widgets=["source.mp4", "image"],
+                  title="Source video (upload)", size=(340, 360))
+    parts = g.node("GetVideoComponents", (0, 440), inputs=[("video", "VIDEO")],
+                   outputs=[("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], size=(260, 90))
+    g.link(load, "VIDEO", parts, "video")
+    g.group("Source video", (-20, -40, 400, 620), "#a1309b")
+    base = lamp_base(g, (440, 40))
+    sd15 = base[0]
+    empty = text(g, (440, 310), sd15, "", "Inversion prompt: empty (official; SD-1.5 CLIP)")
+    invert = g.node("LAMP_InvertVideo", (440, 470),
+                    inputs=[("lamp_model", "LAMP_MODEL"), ("images", "IMAGE"), ("vae", "VAE"),
+                            ("conditioning", "CONDITIONING")],
+                    outputs=[("noise", "NOISE"), ("first_frame", "IMAGE"), ("source", "IMAGE")],
+                    widgets=[24, 0, 2, 50, 512, 320, "stretch", "auto"], size=(340, 330))
+    g.link(base[1], "lamp_model", invert, "lamp_model")
+    g.link(parts, "images", invert, "images")
+    g.link(sd15, "VAE", invert, "vae")
+    g.link(empty, "CONDITIONING", invert, "conditioning")
+    g.group("LAMP: invert the source (motion tuned on it: lamp_train.json with one video)", (420, -40, 380, 880),
+            "#3f789e")
+    canny = g.node("Canny", (840, 40), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+                   widgets=[0.4, 0.8], size=(320, 90))
+    g.link(invert, "first_frame", canny, "image")
+    edges = g.node("PreviewImage", (840, 170), inputs=[("images", "IMAGE")], title="Canny edges of frame one",
+                   size=(320, 260))
+    g.link(canny, "IMAGE", edges, "images")
+    sdxl = checkpoint(g, (840, 470), SDXL_CKPT, "SD-XL checkpoint (edited frame one)")
+    pos = text(g, (840, 610), sdxl, "a robot runs beside a river, van gogh style painting, highly detailed",
+               "Edit prompt (SD-XL)")
+    neg = text(g, (840, 770), sdxl, "blurry, low quality, watermark, text", "Edit negative (SD-XL)")
+    cn = g.node("ControlNetLoader", (1200, 40), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SDXL_CANNY],
+                title="SD-XL Canny ControlNet", size=(340, 60))
+    apply = g.node("ControlNetApplyAdvanced", (1200, 140),
+                   inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
+                           ("image", "IMAGE"), ("vae", "VAE")],
+                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                   widgets=[0.8, 0.0, 1.0], size=(320, 190))
+    g.link(pos, "CONDITIONING", apply, "positive")
+    g.link(neg, "CONDITIONING", apply, "negative")
+    g.link(cn, "CONTROL_NET", apply, "control_net")
+    g.link(canny, "IMAGE", apply, "image")
+    g.link(sdxl, "VAE", apply, "vae")
+    decode = sdxl_frame_one(g, 1200, (apply, "positive"), (apply, "negative"), sdxl, (1200, 370))
+    g.group("Edited frame one (the source's frame one → Canny + ControlNet on SD-XL)", (820, -40, 1120, 980),
+            "#88aa88")
+    lamp_chain(g, 2000, decode, "IMAGE", "a robot runs beside a river, van gogh style painting", frames=24,
+               base=base, noise=(invert, "noise"))
+    return g
+
+
 def train_workflow() -> Graph:
     """Few-shot training in chunks: Train Init → Train Steps (loss plot) → Validate / Save Motion."""
     g = Graph()
@@ -239,6 +303,7 @@ WORKFLOWS = {
     "lamp_image_to_video.json": image_to_video,
     "lamp_sdxl_controlnet_edit_to_video.json": controlnet_edit,
     "lamp_train.json": train_workflow,
+    "lamp_video_edit.json": video_edit,
 }
 
 
