@@ -54,6 +54,9 @@ class LampTransformerBlock(nn.Module):
     """
 
     first_frame_kv_only = True
+    #: Content lock for long videos (:class:`FirstFrameBank`): None (default, official) = frame-0 attention
+    #: reads this video's own frame 0; a bank records or substitutes the frame-0 tokens it reads.
+    frame0_bank: "FirstFrameBank | None" = None
 
     def __init__(self, dim: int, heads: int, context_dim: int) -> None:
         super().__init__()
@@ -72,11 +75,13 @@ class LampTransformerBlock(nn.Module):
         bf, n, c = x.shape
         b = bf // num_frames
         h = self.norm1(x)
+        first = h.view(b, num_frames, n, c)[:, 0]
+        if self.frame0_bank is not None:
+            first = self.frame0_bank.exchange(self, first)
         if self.first_frame_kv_only:
-            attn = self.attn1(h.reshape(b, num_frames * n, c), h.view(b, num_frames, n, c)[:, 0])
+            attn = self.attn1(h.reshape(b, num_frames * n, c), first)
         else:
-            first = h.view(b, num_frames, n, c)[:, :1].expand(b, num_frames, n, c).reshape(bf, n, c)
-            attn = self.attn1(h, first)
+            attn = self.attn1(h, first[:, None].expand(b, num_frames, n, c).reshape(bf, n, c))
         x = attn.view(bf, n, c) + x
         # Text keys/values are the same for every frame of a video: fold the frames into the queries.
         x = self.attn2(self.norm2(x).reshape(b, num_frames * n, c), context).view(bf, n, c) + x
@@ -84,6 +89,29 @@ class LampTransformerBlock(nn.Module):
         xt = rearrange(x, "(b f) n c -> (b n) f c", f=num_frames)
         xt = self.attn_temp(self.norm_temp(xt)) + xt
         return rearrange(xt, "(b n) f c -> (b f) n c", n=n)
+
+
+class FirstFrameBank:
+    """Which frame the frame-0 attention reads: the "content lock" of long videos.
+
+    In ``"record"`` mode every :class:`LampTransformerBlock` it is attached to stores the normalised frame-0
+    tokens it is about to read (and reads them as usual); in ``"read"`` mode it reads the stored tokens instead
+    of its video's own frame 0. Recording a forward pass whose frame 0 is the original first frame and then
+    reading them in a later segment's pass makes that segment attend to the original frame one.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "record"
+        self.tokens: dict[int, torch.Tensor] = {}
+
+    def exchange(self, block: nn.Module, first: torch.Tensor) -> torch.Tensor:
+        if self.mode == "record":
+            self.tokens[id(block)] = first
+            return first
+        stored = self.tokens.get(id(block))
+        if stored is None or stored.shape != first.shape:
+            raise RuntimeError("content lock: no recorded frame-0 tokens of this shape; record a pass first")
+        return stored
 
 
 class Transformer3D(nn.Module):

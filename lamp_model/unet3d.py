@@ -20,7 +20,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import LampTransformerBlock, Transformer3D
+from .attention import FirstFrameBank, LampTransformerBlock, Transformer3D
 from .motion_layers import FramePooledGroupNorm, GatedCausalConv
 
 _CROSS_ATTN_DOWN = {"CrossAttnDownBlock2D", "CrossAttnDownBlock3D"}
@@ -276,6 +276,13 @@ class LampUNet3D(nn.Module):
         for module in self.modules():
             if isinstance(module, LampTransformerBlock):
                 module.first_frame_kv_only = enabled
+
+    def set_frame0_bank(self, bank: "FirstFrameBank | None") -> None:
+        """Content lock switch (long videos): frame-0 attention records into / reads from ``bank``
+        (:class:`~lamp_model.attention.FirstFrameBank`); ``None`` (default) reads each video's own frame 0."""
+        for module in self.modules():
+            if isinstance(module, LampTransformerBlock):
+                module.frame0_bank = bank
 
     # ------------------------------------------------------------------ forward
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,

@@ -10,7 +10,7 @@ GIF and a side-by-side strip PNG per video.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..noise import DEFAULT_ALPHA, make_raw_noise
 from ..postprocess import color_match
+from ..long_video import match_histogram_long, plan_long_video, sample_long_video
 from ..sampling import sample_video
 from ..unet3d import LampUNet3D
 from ..video_io import write_strip, write_video
@@ -43,6 +44,10 @@ class SamplingOptions:
     histogram: bool = True
     pin_first_frame: bool = True
     frames: int = world.FRAMES
+    #: None: one run of ``frames`` frames (sample_video); "segments"/"windows": lamp_model.long_video, with
+    #: ``long_options`` (segment_frames, overlap, content_lock, color_reference) passed on.
+    long_strategy: str | None = None
+    long_options: dict = field(default_factory=dict)
 
 
 def load_motion_unet(motion: str | Path, weights_dir: Path | None = None) -> LampUNet3D:
@@ -64,7 +69,8 @@ def load_motion_unet(motion: str | Path, weights_dir: Path | None = None) -> Lam
 @torch.no_grad()
 def animate(unet: LampUNet3D, text_encoder: ToyTextEncoder, first_frames: torch.Tensor, prompts: list[str],
             seed: int = 0, options: SamplingOptions | None = None, callback=None) -> torch.Tensor:
-    """First frames ``[N, 3, 32, 32]`` (0..1) + prompts -> videos ``[N, F, 3, 32, 32]`` (0..1).
+    """First frames ``[N, 3, H, W]`` (0..1; 32x32, or a wider canvas for long videos) + prompts -> videos
+    ``[N, F, 3, H, W]`` (0..1).
 
     All N videos run as one batch; the raw noise is ``make_raw_noise(seed, [N, 4, F, 16, 16])``, so the
     same seed and batch give the same noise to every ablation.
@@ -74,11 +80,21 @@ def animate(unet: LampUNet3D, text_encoder: ToyTextEncoder, first_frames: torch.
     n, c, _, h, w = first.shape
     cond, uncond = text_encoder.encode(prompts), text_encoder.encode([""] * n)
     noise = make_raw_noise(seed, (n, c, opt.frames, h, w))
-    latents = sample_video(unet, first, cond, uncond, noise, steps=opt.steps, guidance_scale=opt.guidance_scale,
-                           shared_noise_alpha=opt.shared_noise_alpha, adain=opt.adain, callback=callback,
-                           pin_first_frame=opt.pin_first_frame)
+    common = dict(steps=opt.steps, guidance_scale=opt.guidance_scale, shared_noise_alpha=opt.shared_noise_alpha,
+                  adain=opt.adain, callback=callback)
+    if opt.long_strategy is not None:
+        latents = sample_long_video(unet, first, cond, uncond, noise, **common, strategy=opt.long_strategy,
+                                    **opt.long_options)
+    else:
+        latents = sample_video(unet, first, cond, uncond, noise, **common, pin_first_frame=opt.pin_first_frame)
     videos = codec.decode_video(latents)
-    if opt.histogram:
+    if opt.histogram and opt.long_strategy is not None:
+        # Long videos: frames matched to frame one, or segment by segment to each segment's first frame.
+        plan = plan_long_video(opt.frames, opt.long_strategy, opt.long_options.get("segment_frames", world.FRAMES),
+                               opt.long_options.get("overlap"))
+        reference = opt.long_options.get("color_reference", "segment")
+        videos = torch.stack([match_histogram_long(v, plan, reference) for v in videos])
+    elif opt.histogram:
         # Official post-processing: frames 1.. matched to frame 0 (with frame 0 pinned, the given image);
         # without pinning, every frame is matched to the given first frame.
         refs = codec.decode(first[:, :, 0])

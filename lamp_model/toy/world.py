@@ -112,15 +112,20 @@ def shape_sdf(shape: str, px: torch.Tensor, py: torch.Tensor, size: float) -> to
     raise ValueError(f"unknown shape {shape!r}; the toy world knows {', '.join(SHAPES)}")
 
 
-def render(scenes: list[Scene], size: int = SIZE) -> torch.Tensor:
-    """Render scenes to RGB images ``[N, 3, size, size]`` in 0..1 (float32, anti-aliased)."""
-    coords = torch.arange(size, dtype=torch.float64) + 0.5
-    gy, gx = torch.meshgrid(coords, coords, indexing="ij")
+def render(scenes: list[Scene], size: int = SIZE, width: int | None = None) -> torch.Tensor:
+    """Render scenes to RGB images ``[N, 3, size, width]`` in 0..1 (float32, anti-aliased).
+
+    ``width`` (default ``size``) widens the canvas to the right: the scene keeps its coordinates and its
+    background gradient, so a 32 px scene on a wider canvas is the same picture with more room (long videos).
+    """
+    width = size if width is None else width
+    ys = torch.arange(size, dtype=torch.float64) + 0.5
+    gy, gx = torch.meshgrid(ys, torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij")
     out = []
     for s in scenes:
-        # Background: linear blend from bg_a to bg_b along bg_dir across the image.
+        # Background: linear blend from bg_a to bg_b along bg_dir across the (size x size) scene.
         d = math.radians(s.bg_dir)
-        u = ((gx - size / 2) * math.cos(d) + (gy - size / 2) * math.sin(d)) / size + 0.5
+        u = ((gx - SIZE / 2) * math.cos(d) + (gy - SIZE / 2) * math.sin(d)) / SIZE + 0.5
         u = u.clamp(0, 1)[None]
         bg = torch.tensor(s.bg_a, dtype=torch.float64)[:, None, None] * (1 - u) + \
             torch.tensor(s.bg_b, dtype=torch.float64)[:, None, None] * u

@@ -1,0 +1,195 @@
+"""Measure long-video strategies in the toy world: 64 frames from the shipped 16-frame motions.
+
+``python -m lamp_model.toy.long_eval --motions right down --rows ROW ... [--n 6] [--json F]``
+(``--from-json F1 F2 ...`` prints one table merged from runs made in parallel.)
+
+The translations (``right``, ``down``: 12 px per 15 frames, 0.8 px/frame) keep moving for 63 frames on a
+canvas widened along the motion (32 x :data:`LONG_SIDE` px; the shipped weights are unchanged: the toy UNet is
+convolutional and its attention has no positions, and the ``wide16`` row checks that 16-frame accuracy
+survives the wider canvas). Every video is cut into the chunks of a 16-frame ``segments`` plan (frames 0-15,
+15-30, 30-45, 45-60, then 60-63) whatever strategy made it, and tracked (:mod:`lamp_model.toy.tracking`):
+
+* **accuracy per chunk**: the 16-frame criterion (:data:`~lamp_model.toy.tracking.CRITERIA`) on each of the
+  four full chunks;
+* **speed kept**: px/frame along the motion in chunk 4 divided by chunk 1's (median over videos; 1 = kept);
+* **colour drift**: RGB distance (0..255) of the tracked object colour in the last 19 frames to frame 0's;
+  **shape IoU**: mean registered IoU with frame 0 over the same frames (chunk 1's value in brackets);
+* **seam jump**: RMS centroid second difference at the chunk seams (frames 15, 30, 45, 60) next to the RMS
+  inside the chunks (px/frame²): a seam that shows is a larger number at the seams.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..long_video import plan_long_video
+from . import codec, tracking, world
+from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
+from .stage3 import SamplingOptions, animate, load_motion_unet, save_video
+
+FRAMES = 64
+#: Canvas length along the motion: room for 63 frames x 0.8 px from the farthest start (start <= 10.75 px,
+#: reach <= 9.3 px) = 70.4 px, rounded up to a multiple of 4 (the codec halves it, the UNet halves again).
+LONG_SIDE = 72
+MOTIONS = ("right", "down")
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    frames: int = FRAMES
+    strategy: str | None = "segments"
+    options: dict = field(default_factory=dict)
+    source: str = "motion"  # or "ground_truth"
+
+
+ROWS = {
+    "wide16": Row("16 frames on the wide canvas (canvas check; no long video)", frames=16, strategy=None),
+    "segments": Row("segments, overlap 1, own frame-0 attention, colour to segment start"),
+    "segments_lock": Row("segments, overlap 1, content lock, colour to frame one",
+                         options={"content_lock": True, "color_reference": "original"}),
+    "segments_k4": Row("segments, overlap 4, own frame-0 attention, colour to segment start", options={"overlap": 4}),
+    "segments_k4_lock": Row("segments, overlap 4, content lock, colour to frame one",
+                            options={"overlap": 4, "content_lock": True, "color_reference": "original"}),
+    "windows": Row("windows, overlap 4", strategy="windows", options={"overlap": 4}),
+    "windows8": Row("windows, overlap 8", strategy="windows", options={"overlap": 8}),
+    "ground_truth": Row("ground-truth 64-frame clips (tracker check)", strategy=None, source="ground_truth"),
+}
+
+
+def canvas(motion: str) -> tuple[int, int]:
+    """(height, width) of the long-video canvas: widened to the right for ``right``, downwards for ``down``."""
+    return (world.SIZE, LONG_SIDE) if motion == "right" else (LONG_SIDE, world.SIZE)
+
+
+def continued(scene: world.Scene, motion: str, frames: int = FRAMES) -> list[world.Scene]:
+    """Ground truth of a long video: the 16-frame translation continued at the same speed (0.8 px/frame)."""
+    step = world.SHIFT_PX / (world.FRAMES - 1)
+    key = "cx" if motion == "right" else "cy"
+    return [replace(scene, **{key: getattr(scene, key) + step * t}) for t in range(frames)]
+
+
+def _slice(tr: tracking.Track, start: int, stop: int) -> tracking.Track:
+    return tracking.Track(*(getattr(tr, f)[start:stop] for f in ("cx", "cy", "area", "turn", "colour", "features",
+                                                                   "alpha")))
+
+
+def score_video(video: torch.Tensor, scene: world.Scene, motion: str) -> dict:
+    """Per-video figures (see the module docstring) of frames ``[F, 3, H, W]``."""
+    tr = tracking.track(video, scene.shape)
+    chunks = plan_long_video(len(video), "segments").spans
+    full = [c for c in chunks if c[1] - c[0] == world.FRAMES]
+    along = tr.cx if motion == "right" else tr.cy
+    ok = [bool(tracking.motion_ok(_slice(tr, a, b), motion)) for a, b in full]
+    speed = [(along[b - 1] - along[a]) / (b - 1 - a) for a, b in full]
+    tail = range(max(1, len(video) - 19), len(video))
+    c = np.stack([tr.cx, tr.cy], 1)
+    second = np.full(len(video), np.nan)
+    second[1:-1] = np.sqrt((np.diff(c, n=2, axis=0) ** 2).sum(1))
+    seams = [a for a, _ in chunks[1:]]
+    inside = [t for t in range(1, len(video) - 1) if t not in seams]
+    return {
+        "ok": ok, "speed": speed,
+        "colour_drift": float(255 * np.linalg.norm(np.nanmean(tr.colour[list(tail)], 0) - tr.colour[0])),
+        "iou_tail": float(np.mean([tracking.registered_iou(tr, t) for t in tail])),
+        "iou_first": float(np.mean([tracking.registered_iou(tr, t) for t in range(1, world.FRAMES)])),
+        "seam": float(np.sqrt(np.nanmean(second[seams] ** 2))) if seams else math.nan,
+        "inside": float(np.sqrt(np.nanmean(second[inside] ** 2))),
+        "shift": float(along[-1] - along[0]),
+    }
+
+
+def summarise(per_video: list[dict]) -> dict:
+    ok = np.array([v["ok"] for v in per_video], float)
+    speed = np.array([v["speed"] for v in per_video], float)
+    keep = speed[:, -1] / speed[:, 0] if speed.shape[1] > 1 else np.full(len(speed), np.nan)
+    return {"accuracy": ok.mean(0).tolist(), "speed_kept": float(np.nanmedian(keep)),
+            **{k: float(np.nanmedian([v[k] for v in per_video]))
+               for k in ("colour_drift", "iou_tail", "iou_first", "seam", "inside", "shift")},
+            "n": len(per_video)}
+
+
+def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, seed: int = 0,
+             strips: Path | None = None, log=print) -> dict:
+    text_encoder = load_text_encoder(weights_dir)
+    results: dict[str, dict] = {r: {} for r in rows}
+    for motion in motions:
+        scenes = world.unseen_first_frames(motion, n, seed=seed)
+        height, width = canvas(motion)
+        first = world.render(scenes, size=height, width=width)
+        unet = load_motion_unet(motion, weights_dir)
+        for key in rows:
+            row, clock = ROWS[key], Stopwatch()
+            if row.source == "ground_truth":
+                videos = torch.stack([codec.decode(codec.encode(world.render(continued(s, motion), height, width)))
+                                      for s in scenes])
+            else:
+                options = SamplingOptions(frames=row.frames, long_strategy=row.strategy, long_options=row.options)
+                videos = animate(unet, text_encoder, first, [s.caption for s in scenes], seed=seed, options=options)
+            cell = summarise([score_video(v, s, motion) for v, s in zip(videos, scenes)])
+            cell["seconds"] = round(clock(), 1)
+            results[key][motion] = cell
+            if strips is not None:
+                every = max(1, len(videos[0]) // 16)
+                save_video(videos[0][::every], strips / f"long_{motion}_{key}", "gif")
+            log(f"  {motion:<5} {row.label:<66} acc/chunk {['%.0f%%' % (100 * a) for a in cell['accuracy']]} "
+                f"speed kept {cell['speed_kept']:.2f}  colour drift {cell['colour_drift']:.1f}  "
+                f"IoU {cell['iou_tail']:.2f} ({cell['iou_first']:.2f})  seam {cell['seam']:.2f} / inside "
+                f"{cell['inside']:.2f}  shift {cell['shift']:.1f} px  ({cell['seconds']:.0f} s)")
+    return results
+
+
+def table(results: dict) -> str:
+    """One markdown row per (row, motion) cell."""
+    head = ["strategy", "motion", "accuracy chunks 1-4", "speed kept (4 vs 1)", "colour drift", "shape IoU end (chunk 1)",
+            "seam / inside 2nd diff (px)", "total shift (px)", "s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in ROWS:
+        for motion, cell in results.get(key, {}).items():
+            acc = " / ".join(f"{a:.0%}" for a in cell["accuracy"])
+            seam = "–" if math.isnan(cell["seam"]) else f"{cell['seam']:.2f}"
+            speed = "–" if math.isnan(cell["speed_kept"]) else f"{cell['speed_kept']:.2f}"
+            lines.append(f"| {ROWS[key].label} | {motion} | {acc} | {speed} | {cell['colour_drift']:.1f} | "
+                         f"{cell['iou_tail']:.2f} ({cell['iou_first']:.2f}) | {seam} / {cell['inside']:.2f} | "
+                         f"{cell['shift']:.1f} | {cell['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.long_eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--motions", nargs="+", default=list(MOTIONS), choices=list(MOTIONS))
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--n", type=int, default=6, help="unseen first frames per motion")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--strips", type=Path, default=None, help="also write the first video of each cell here")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
+    ap.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print one table merged from earlier --json files and exit")
+    args = ap.parse_args(argv)
+    if args.from_json:
+        merged: dict = {}
+        for path in args.from_json:
+            for key, cells in json.loads(path.read_text())["results"].items():
+                merged.setdefault(key, {}).update(cells)
+        print(table(merged))
+        return 0
+    clock = Stopwatch()
+    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips)
+    print()
+    print(table(results))
+    print(f"\nlong_eval: {args.n} unseen first frames per motion, total {clock():.0f} s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
