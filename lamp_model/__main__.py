@@ -21,10 +21,13 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
         print("usage: python -m lamp_model <command> [options]\n\ncommands:")
         for name, (_, help_text) in COMMANDS.items():
             print(f"  {name:<8} {help_text}")
-        return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
+        return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 

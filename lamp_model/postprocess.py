@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .checks import finite
+
 #: The variance epsilon of the official AdaIN (inside the square root).
 ADAIN_EPS = 1e-8
 
@@ -43,6 +45,8 @@ def adain_latent(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if ref.ndim != x.ndim or ref.shape[:2] != x.shape[:2] or (x.ndim == 5 and ref.shape[2] not in (1, x.shape[2])):
         raise ValueError(f"adain_latent: reference shape {tuple(ref.shape)} does not fit x {tuple(x.shape)}; "
                          "it needs the same batch and channels, and one frame or as many frames as x.")
+    finite("adain_latent x", x)
+    finite("adain_latent ref", ref)
     xf, rf = x.float(), ref.to(device=x.device, dtype=torch.float32)
     x_mean, x_std = _mean_std(xf)
     r_mean, r_std = _mean_std(rf)
@@ -96,6 +100,8 @@ def match_histogram(frames: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if not (torch.is_tensor(frames) and torch.is_tensor(ref)):
         raise TypeError("match_histogram expects torch tensors")
     x, r, last = _channels_first(frames, ref)
+    finite("match_histogram frames", frames)
+    finite("match_histogram ref", ref)
     n, c = x.shape[:2]
     if n == 0:
         return frames.clone()
