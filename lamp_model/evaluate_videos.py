@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from PIL import Image
 
+from .cli import ArgumentParser, run_command
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoSetError, _natural_key, read_frames
 from .metrics import EvalVideo, MetricsError, evaluate, format_table, load_clip
 
@@ -149,26 +150,26 @@ def resolve_device(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lamp_model evaluate-videos", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m lamp_model evaluate-videos", description=__doc__.split("\n\n")[0])
     ap.add_argument("videos", type=Path, help="folder of videos, one sub-folder per motion")
     ap.add_argument("--prompts", type=Path, help="JSON object: video name (or motion/name) -> prompt")
     ap.add_argument("--out", type=Path, help="write metrics.md and metrics.json here")
     add_metric_options(ap)
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         clip = load_clip(clip_path(args.clip), device=resolve_device(args.device))
         videos = load_videos(args.videos, read_prompts(args.prompts))
         bar, progress = tqdm_progress(len(videos), "CLIP metrics")
         with bar:
             report = evaluate(clip, videos, official_quirks=args.official_quirks, progress=progress)
-    except MetricsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_table(report))
-    if args.out:
-        for path in write_report(report, args.out):
-            print(f"wrote {path}")
-    return 0
+        print(format_table(report))
+        if args.out:
+            for path in write_report(report, args.out):
+                print(f"wrote {path}")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .cli import ArgumentParser, run_command
 from .data import IMAGE_SUFFIXES, _natural_key
-from .metrics import EvalVideo, MetricsError, evaluate, format_table, load_clip
+from .metrics import EvalVideo, evaluate, format_table, load_clip
 
 #: The paper's protocol. Motions and prompt counts: the official benchmark/ folder (6 first frames each).
 PROTOCOL: dict[str, Any] = {
@@ -165,11 +166,9 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 def main(argv: list[str] | None = None) -> int:
     from .evaluate_videos import add_metric_options, clip_path, resolve_device, tqdm_progress, write_report
     from .video_io import write_video
-    from .weights import WeightsFormatError
 
-    ap = argparse.ArgumentParser(prog="python -m lamp_model paper-eval", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = ArgumentParser(prog="python -m lamp_model paper-eval", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--motions", type=Path, required=True, help="folder of motion files / official checkpoints")
     ap.add_argument("--first-frames", type=Path, required=True, help="folder <motion>/<prompt>.png (benchmark/)")
     ap.add_argument("--base", type=Path, required=True, help="SD-1.x base (diffusers folder or single file)")
@@ -188,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**PROTOCOL, "frames": args.frames, "width": args.width, "height": args.height, "steps": args.steps,
                 "guidance_scale": args.guidance_scale, "seeds": list(args.seeds)}
     device = torch.device(resolve_device(args.device))
-    try:
+
+    def body() -> int:
         if args.width % 8 or args.height % 8 or args.frames < 2:
             raise PaperEvalError(f"--width/--height must be multiples of 8 and --frames >= 2 "
                                  f"(got {args.width}x{args.height}, {args.frames})")
@@ -207,13 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         with bar:
             report = evaluate(clip, videos, official_quirks=args.official_quirks, progress=progress)
         report["protocol"] = settings
-    except (PaperEvalError, MetricsError, WeightsFormatError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_table(report))
-    for path in write_report(report, args.out):
-        print(f"wrote {path}")
-    return 0
+        print(format_table(report))
+        for path in write_report(report, args.out):
+            print(f"wrote {path}")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
