@@ -319,23 +319,35 @@ def _mean(values: Sequence[float]) -> Optional[float]:
 
 def evaluate(clip: ClipBundle, videos: Sequence[EvalVideo], official_quirks: bool = True,
              progress: Optional[Progress] = None) -> dict[str, Any]:
-    """Score every video and build the paper's table as a JSON-ready dict.
+    """Score every video and build the paper's table (see :func:`summarize`)."""
+    if not videos:
+        raise MetricsError("no videos to evaluate")
+    scores = []
+    for k, video in enumerate(videos):
+        scores.append(score_named(clip, video, official_quirks))
+        if progress is not None:
+            progress(k + 1, len(videos))
+    return summarize(clip, scores, official_quirks)
+
+
+def score_named(clip: ClipBundle, video: EvalVideo, official_quirks: bool = True) -> VideoScore:
+    """:func:`score_video`, with the video's motion and name in any error message."""
+    try:
+        return score_video(clip, video, official_quirks)
+    except MetricsError as err:
+        raise MetricsError(f"{video.motion}/{video.name}: {err}") from err
+
+
+def summarize(clip: ClipBundle, scores: Sequence[VideoScore], official_quirks: bool = True) -> dict[str, Any]:
+    """The paper's table as a JSON-ready dict, from scored videos.
 
     Per motion: the mean alignment and consistency of its videos, its diversity (``None`` with one video)
     and the number of videos. Overall: alignment and consistency averaged over all videos, diversity
     averaged over the motions that have one (the paper's Table 1 has 6 videos per motion, so these equal the
     means over motions).
     """
-    if not videos:
+    if not scores:
         raise MetricsError("no videos to evaluate")
-    scores = []
-    for k, video in enumerate(videos):
-        try:
-            scores.append(score_video(clip, video, official_quirks))
-        except MetricsError as err:
-            raise MetricsError(f"{video.motion}/{video.name}: {err}") from err
-        if progress is not None:
-            progress(k + 1, len(videos))
     motions: dict[str, list[VideoScore]] = {}
     for score in scores:
         motions.setdefault(score.motion, []).append(score)

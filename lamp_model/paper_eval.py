@@ -26,13 +26,13 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
 from .cli import ArgumentParser, run_command
 from .data import IMAGE_SUFFIXES, _natural_key
-from .metrics import EvalVideo, evaluate, format_table, load_clip
+from .metrics import EvalVideo, format_table, load_clip, score_named, summarize
 
 #: The paper's protocol. Motions and prompt counts: the official benchmark/ folder (6 first frames each).
 PROTOCOL: dict[str, Any] = {
@@ -114,8 +114,9 @@ def _text_encoder(base: Path, text_encoder: Optional[str], device: torch.device)
 
 
 def generate(jobs: Sequence[Job], base: Path, settings: dict[str, Any], device: torch.device, dtype: torch.dtype,
-             vae_path: Optional[str] = None, text_encoder: Optional[str] = None, progress=None) -> list[EvalVideo]:
-    """Generate every job's video with the engine (one UNet per motion); returns them with their prompts."""
+             vae_path: Optional[str] = None, text_encoder: Optional[str] = None) -> Iterator[EvalVideo]:
+    """Generate every job's video with the engine (one UNet loaded per motion), yielding each video with its
+    prompt as soon as it is made (frames ``[F, H, W, 3]`` float in 0..1 on the CPU)."""
     from PIL import Image
 
     from .data import diffusers_vae_decoder, diffusers_vae_encoder, frames_to_pixels, resize_frame
@@ -132,9 +133,8 @@ def generate(jobs: Sequence[Job], base: Path, settings: dict[str, Any], device: 
         vae.to(dtype=dtype)
     encode, decode = diffusers_vae_encoder(vae), diffusers_vae_decoder(vae)
     width, height, n_frames = settings["width"], settings["height"], settings["frames"]
-    videos: list[EvalVideo] = []
     unet, loaded = None, None
-    for k, job in enumerate(jobs):
+    for job in jobs:
         if loaded != job.weights:
             unet = None  # free the previous motion before loading the next
             unet = load_unet(job.weights, base=base, dtype=dtype, device=device)
@@ -151,10 +151,7 @@ def generate(jobs: Sequence[Job], base: Path, settings: dict[str, Any], device: 
         frames = decode(latents)
         if settings["histogram_matching"]:
             frames = color_match(frames, mode="histogram")
-        videos.append(EvalVideo(job.motion, job.name, job.prompt, frames))
-        if progress is not None:
-            progress(k + 1, len(jobs))
-    return videos
+        yield EvalVideo(job.motion, job.name, job.prompt, frames)
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
@@ -194,19 +191,19 @@ def main(argv: list[str] | None = None) -> int:
                                  f"(got {args.width}x{args.height}, {args.frames})")
         clip = load_clip(clip_path(args.clip), device=device)  # fail early, before any generation
         jobs = plan(args.motions, args.first_frames, settings["seeds"], args.motion)
-        bar, progress = tqdm_progress(len(jobs), "generating")
-        with bar:
-            videos = generate(jobs, args.base, settings, device, _dtype(args.dtype, device), args.vae,
-                              args.text_encoder, progress)
-        for video in videos:
-            write_video(video.frames, args.out / "videos" / video.motion / f"{video.name}.gif", fps=settings["fps"])
-        prompts = {f"{v.motion}/{v.name}": v.prompt for v in videos}
+        scores, prompts = [], {}
+        bar, progress = tqdm_progress(len(jobs), "generating + scoring")
+        with bar:  # each video is scored and written at once, so only its CLIP features stay in memory
+            for k, video in enumerate(generate(jobs, args.base, settings, device, _dtype(args.dtype, device),
+                                               args.vae, args.text_encoder)):
+                scores.append(score_named(clip, video, official_quirks=args.official_quirks))
+                write_video(video.frames, args.out / "videos" / video.motion / f"{video.name}.gif",
+                            fps=settings["fps"])
+                prompts[f"{video.motion}/{video.name}"] = video.prompt
+                progress(k + 1, len(jobs))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "prompts.json").write_text(json.dumps(prompts, indent=2) + "\n", encoding="utf-8")
-        bar, progress = tqdm_progress(len(videos), "CLIP metrics")
-        with bar:
-            report = evaluate(clip, videos, official_quirks=args.official_quirks, progress=progress)
-        report["protocol"] = settings
+        report = {**summarize(clip, scores, official_quirks=args.official_quirks), "protocol": settings}
         print(format_table(report))
         for path in write_report(report, args.out):
             print(f"wrote {path}")

@@ -16,17 +16,27 @@ log = logging.getLogger("ComfyUI-LAMP")
 
 _NO_COMBO = "(use clip_path)"
 _NODE = "LAMP Video Metrics"
-#: The last CLIP loaded, kept on the offload device between runs: {"path": str, "bundle": ClipBundle}.
+#: The last CLIP loaded, kept on the offload device between runs: {"key": (path, mtime), "bundle": ClipBundle}.
 _cache: dict[str, Any] = {}
 
 
 def _clip(path: str):
+    """The CLIP of ``path``, loaded once (again when its config.json changes), on the offload device."""
     from lamp_model.metrics import load_clip
 
-    if _cache.get("path") != path:
+    config = os.path.join(path, "config.json")
+    key = (path, os.path.getmtime(config) if os.path.isfile(config) else None)
+    if _cache.get("key") != key:
         _cache.clear()
-        _cache.update(path=path, bundle=load_clip(path, device=host.offload_device()))
+        _cache.update(key=key, bundle=load_clip(path, device=host.offload_device()))
     return _cache["bundle"]
+
+
+def _on_compute_device(clip):
+    """Make room on the compute device (ComfyUI offloads other models if needed), then move the CLIP there."""
+    size = sum(p.numel() * p.element_size() for p in clip.model.parameters())
+    host.make_room(int(size * 1.3))
+    return clip.to(host.torch_device())
 
 
 def split_videos(images: torch.Tensor, frames_per_video: int) -> list[torch.Tensor]:
@@ -132,7 +142,7 @@ class LampVideoMetrics:
         items = [EvalVideo("video", f"video {k + 1}", p, v[..., :3]) for k, (v, p) in enumerate(zip(videos, prompts))]
         bar = host.progress(len(items))
         try:
-            clip = _clip(host.clip_model_path(name)).to(host.torch_device())
+            clip = _on_compute_device(_clip(host.clip_model_path(name)))
             report = evaluate(clip, items, official_quirks=bool(official_quirks),
                               progress=lambda done, total: bar.update_absolute(done))
         except MetricsError as e:
