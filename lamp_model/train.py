@@ -261,23 +261,43 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------------------------------- files
+def _plot_font(size: int):
+    """Pillow's bundled scalable font at ``size`` px (its fixed bitmap font where FreeType is missing)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ValueError, OSError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
 def loss_plot(losses: Sequence[float], size: tuple[int, int] = (640, 360), title: str = "LAMP training loss"):
-    """Draw the loss curve with Pillow (raw values light, a moving average dark); returns a PIL image."""
+    """Draw the loss curve with Pillow (raw values light, a moving average dark), with a title, the loss on
+    the y axis and the step on the x axis; text scales with the image height. Returns a PIL image."""
     from PIL import Image, ImageDraw
 
     w, h = size
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    left, right, top, bottom = 56, w - 12, 26, h - 28
-    draw.text((left, 6), title, fill="black")
-    draw.rectangle([left, top, right, bottom], outline="black")
+    px = max(10, round(h / 24))  # ~15 px at the default 360 px height
+    font, title_font = _plot_font(px), _plot_font(round(px * 1.2))
     values = [v for v in losses if math.isfinite(v)]
-    if not values:
-        draw.text((left + 8, top + 8), "no steps yet", fill="gray")
-        return img
-    lo, hi = min(values), max(values)
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5 * abs(lo or 1), hi + 0.5 * abs(hi or 1)
+    ticks = [hi, (hi + lo) / 2, lo]
+    labels = [f"{v:.4g}" for v in ticks]
+    label_w = max(draw.textlength(t, font=font) for t in labels)
+    left, right = round(px * 1.8 + label_w + px * 0.6), w - px
+    top, bottom = round(px * 2.6), h - round(px * 2.4)
+    draw.text((left, round(px * 0.6)), title, fill="black", font=title_font)
+    draw.rectangle([left, top, right, bottom], outline="black")
+    axis = Image.new("RGB", (round(draw.textlength("loss", font=font)) + 4, px + 6), "white")
+    ImageDraw.Draw(axis).text((2, 0), "loss", fill="black", font=font)
+    img.paste(axis.rotate(90, expand=True), (round(px * 0.3), (top + bottom) // 2 - axis.width // 2))
+    if not values:
+        draw.text((left + px, top + px), "no steps yet", fill="gray", font=font)
+        return img
     n = len(losses)
 
     def xy(i: int, v: float) -> tuple[float, float]:
@@ -286,17 +306,21 @@ def loss_plot(losses: Sequence[float], size: tuple[int, int] = (640, 360), title
 
     raw = [xy(i, v) for i, v in enumerate(losses) if math.isfinite(v)]
     if len(raw) > 1:
-        draw.line(raw, fill=(170, 190, 230), width=1)
+        draw.line(raw, fill=(170, 190, 230), width=max(1, px // 15))
     window = max(1, n // 20)
     cumsum = np.cumsum([0.0] + [v if math.isfinite(v) else 0.0 for v in losses])
     smooth = [xy(i, (cumsum[i + 1] - cumsum[max(0, i + 1 - window)]) / (i + 1 - max(0, i + 1 - window)))
               for i in range(n)]
     if len(smooth) > 1:
-        draw.line(smooth, fill=(20, 60, 160), width=2)
-    for v in (hi, (hi + lo) / 2, lo):
-        draw.text((4, xy(0, v)[1] - 6), f"{v:.4g}", fill="black")
-    draw.text((left, bottom + 6), "step 1", fill="black")
-    draw.text((right - 70, bottom + 6), f"step {n}", fill="black")
+        draw.line(smooth, fill=(20, 60, 160), width=max(2, px // 7))
+    for v, text in zip(ticks, labels):
+        y = xy(0, v)[1]
+        draw.line([(left - px // 3, y), (left, y)], fill="black")
+        draw.text((left - px // 2 - draw.textlength(text, font=font), y - px * 0.6), text, fill="black", font=font)
+    below = bottom + round(px * 0.4)
+    draw.text((left, below), "1", fill="black", font=font)
+    draw.text((right - draw.textlength(str(n), font=font), below), str(n), fill="black", font=font)
+    draw.text(((left + right - draw.textlength("step", font=font)) / 2, below), "step", fill="black", font=font)
     return img
 
 

@@ -16,6 +16,13 @@ SDXL_CKPT = "sd_xl_base_1.0.safetensors"
 SD15_CKPT = "v1-5-pruned-emaonly.safetensors"
 SDXL_CANNY = "control-lora-canny-rank256.safetensors"
 MOTION = "horse_run.safetensors"
+#: Height the LAMP Sampler is placed with: its widgets (~380 px) plus its live preview, a grid of up to 16 frames
+#: (4×4 tiles of 512×320, 1.6:1, so ~200 px at the node's 320 px width). ComfyUI grows the node by the preview
+#: when sampling starts; placed this tall, it covers nothing below it.
+SAMPLER_HEIGHT = 640
+#: LAMP Sampler's long-video widgets: long_strategy, segment_frames, overlap (-1 = the strategy's default),
+#: content_lock, color_reference (the node's defaults).
+LONG_DEFAULTS = ["segments", 16, -1, False, "segment start"]
 
 
 class Graph:
@@ -108,10 +115,12 @@ def lamp_base(g: Graph, pos: tuple[int, int]) -> tuple[dict, dict]:
 
 
 def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str, frames: int = 16,
-               base: Optional[tuple[dict, dict]] = None, noise: Optional[tuple[dict, str]] = None) -> None:
+               base: Optional[tuple[dict, dict]] = None, noise: Optional[tuple[dict, str]] = None,
+               long: Optional[list[Any]] = None) -> None:
     """SD-1.5 checkpoint + motion → First Frame → Sampler → VAEDecode → Color Match → WEBP and MP4.
     ``base``: the (checkpoint, Load Motion) nodes when made already; ``noise``: (node, output) of the sampler's
-    NOISE instead of LAMP Shared Noise (the editing workflow's inverted start)."""
+    NOISE instead of LAMP Shared Noise (the editing workflow's inverted start); ``long``: the sampler's
+    long-video widgets (default :data:`LONG_DEFAULTS`)."""
     sd15, motion = base or lamp_base(g, (x, 40))
     pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
     neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
@@ -126,17 +135,19 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     sampler = g.node("LAMP_Sampler", (x + 740, 40),
                      inputs=[("lamp_model", "LAMP_MODEL"), ("positive", "CONDITIONING"),
                              ("negative", "CONDITIONING"), ("latent", "LATENT"), ("noise", "NOISE")],
-                     outputs=[("latent", "LATENT")], widgets=[50, 12.5, "ddim", True, "auto"], size=(320, 260))
+                     outputs=[("latent", "LATENT")], widgets=[50, 12.5, "ddim", True, "auto", *(long or LONG_DEFAULTS)],
+                     size=(320, SAMPLER_HEIGHT))
     g.link(motion, "lamp_model", sampler, "lamp_model")
     g.link(pos, "CONDITIONING", sampler, "positive")
     g.link(neg, "CONDITIONING", sampler, "negative")
     g.link(first, "latent", sampler, "latent")
     g.link(*noise, sampler, "noise")
-    decode = g.node("VAEDecode", (x + 740, 340), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+    below = 40 + SAMPLER_HEIGHT + 40  # under the sampler and its preview
+    decode = g.node("VAEDecode", (x + 740, below), inputs=[("samples", "LATENT"), ("vae", "VAE")],
                     outputs=[("IMAGE", "IMAGE")], size=(220, 50))
     g.link(sampler, "latent", decode, "samples")
     g.link(sd15, "VAE", decode, "vae")
-    match = g.node("LAMP_ColorMatch", (x + 740, 430), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
+    match = g.node("LAMP_ColorMatch", (x + 740, below + 90), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
                    outputs=[("images", "IMAGE")], widgets=["histogram", 1.0], size=(320, 110))
     g.link(decode, "IMAGE", match, "images")
     webp = g.node("SaveAnimatedWEBP", (x + 1100, 40), inputs=[("images", "IMAGE")],
@@ -260,6 +271,17 @@ def video_edit() -> Graph:
     return g
 
 
+def long_video() -> Graph:
+    """(e) A 64-frame video from a 16-frame LAMP motion: a photo is frame one, the sampler makes four and a bit
+    segments of 16 frames, each starting from the previous segment's last frame (README: Long videos)."""
+    g = Graph()
+    load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                  widgets=["example.png", "image"], title="Frame one (your photo)", size=(340, 360))
+    g.group("Frame one (a photo)", (-20, -40, 400, 980), "#88aa88")
+    lamp_chain(g, 440, load, "IMAGE", "a horse runs in the field", frames=64, long=LONG_DEFAULTS)
+    return g
+
+
 def train_workflow() -> Graph:
     """Few-shot training in chunks: Train Init → Train Steps (loss plot) → Validate / Save Motion."""
     g = Graph()
@@ -304,6 +326,7 @@ WORKFLOWS = {
     "lamp_sdxl_controlnet_edit_to_video.json": controlnet_edit,
     "lamp_train.json": train_workflow,
     "lamp_video_edit.json": video_edit,
+    "lamp_long_video.json": long_video,
 }
 
 

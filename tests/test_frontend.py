@@ -1,0 +1,79 @@
+"""What the ComfyUI frontend shows: room for the sampler's live preview, a thumbnail per shipped template, a
+readable loss plot, and the web extension that puts node warnings on the node."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+sys.path.insert(0, str(WORKFLOWS))
+import make_workflows  # noqa: E402
+
+VIDEO_WORKFLOWS = ["lamp_sdxl_text_to_video.json", "lamp_image_to_video.json",
+                   "lamp_sdxl_controlnet_edit_to_video.json"]
+
+
+def _box(node):
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y, x + w, y + h
+
+
+@pytest.mark.parametrize("name", VIDEO_WORKFLOWS + ["lamp_video_edit.json"])
+def test_sampler_preview_has_room(name):
+    """The sampler is placed as tall as it grows with its preview, and no node lies under that box."""
+    nodes = json.loads((WORKFLOWS / name).read_text())["nodes"]
+    sampler = next(n for n in nodes if n["type"] == "LAMP_Sampler")
+    assert sampler["size"][1] >= make_workflows.SAMPLER_HEIGHT
+    x0, y0, x1, y1 = _box(sampler)
+    for node in nodes:
+        if node is sampler:
+            continue
+        a0, b0, a1, b1 = _box(node)
+        assert a1 <= x0 or a0 >= x1 or b1 <= y0 or b0 >= y1, f"{node['type']} lies under the sampler's preview"
+
+
+@pytest.mark.parametrize("name", VIDEO_WORKFLOWS + ["lamp_train.json"])
+def test_template_has_a_thumbnail(name):
+    from PIL import Image
+
+    thumb = WORKFLOWS / name.replace(".json", ".jpg")
+    with Image.open(thumb) as img:
+        assert img.format == "JPEG" and img.width == 640 and 150 <= img.height <= 400
+        pixels = np.asarray(img.convert("L"), dtype=np.float32)
+    assert pixels.std() > 10  # a picture of the graph, not a flat box
+
+
+def _ink_rows(img, box):
+    """Rows of ``box`` that hold dark (text) pixels."""
+    gray = np.asarray(img.convert("L").crop(box))
+    rows = np.where((gray < 128).any(axis=1))[0]
+    return rows.max() - rows.min() + 1 if rows.size else 0
+
+
+@pytest.mark.parametrize("height", [360, 720])
+def test_loss_plot_text_is_readable_and_scales(height):
+    from lamp_model.train import loss_plot
+
+    img = loss_plot([1.0 / (1 + i) for i in range(50)], size=(height * 16 // 9, height), title="LAMP horse run")
+    title_px = _ink_rows(img, (0, 0, img.width, round(height / 24 * 2.4)))
+    assert title_px >= height / 36, title_px  # >= 10 px at 360 px: readable; twice that at 720
+    # the title's words are separated: a blank column run between "LAMP" and "horse"
+    gray = np.asarray(img.convert("L").crop((0, 0, img.width // 2, round(height / 24 * 2.4))))
+    inked = (gray < 128).any(axis=0)
+    first, last = np.argmax(inked), len(inked) - np.argmax(inked[::-1])
+    gaps = np.diff(np.flatnonzero(np.diff(inked[first:last].astype(int)) != 0))
+    assert gaps.size and gaps.max() >= height / 90
+
+
+def test_web_extension_reads_the_key_the_nodes_send():
+    """host.node_result's ui key is the one web/lamp_messages.js displays, and ComfyUI is told to serve web/."""
+    from nodes import host
+
+    key = next(iter(host.node_result((1,), ["w"])["ui"]))
+    assert 'WEB_DIRECTORY = "./web"' in (ROOT / "__init__.py").read_text()
+    assert f"output?.{key}" in (ROOT / "web" / "lamp_messages.js").read_text()
