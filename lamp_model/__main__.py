@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print("usage: python -m lamp_model <command> [options]\n\ncommands:")
         for name, (_, help_text) in COMMANDS.items():
-            print(f"  {name:<8} {help_text}")
+            print(f"  {name:<16} {help_text}")
         return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
