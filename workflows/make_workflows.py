@@ -104,6 +104,34 @@ def sdxl_frame_one(g: Graph, x: int, positive: tuple[dict, str], negative: tuple
     return decode
 
 
+def canny_sdxl_frame_one(g: Graph, x: int, canny_y: int, image: tuple[dict, str], prompt: str) -> dict:
+    """Canny edges of ``image`` (node, output) steer SD-XL through a Canny ControlNet; returns the VAEDecode node
+    of the edited frame one. Canny and its preview at (x, canny_y), the SD-XL nodes in the column x + 380."""
+    canny = g.node("Canny", (x, canny_y), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+                   widgets=[0.4, 0.8], size=(320, 90))
+    g.link(*image, canny, "image")
+    edges = g.node("PreviewImage", (x, canny_y + 130), inputs=[("images", "IMAGE")], title="Canny edges",
+                   size=(320, 260))
+    g.link(canny, "IMAGE", edges, "images")
+    col = x + 380
+    sdxl = checkpoint(g, (col, 40), SDXL_CKPT, "SD-XL checkpoint (edited frame one)")
+    pos = text(g, (col, 180), sdxl, prompt, "Edit prompt (SD-XL)")
+    neg = text(g, (col, 340), sdxl, "blurry, low quality, watermark, text", "Edit negative (SD-XL)")
+    cn = g.node("ControlNetLoader", (col, 500), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SDXL_CANNY],
+                title="SD-XL Canny ControlNet", size=(340, 60))
+    apply = g.node("ControlNetApplyAdvanced", (col, 600),
+                   inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
+                           ("image", "IMAGE"), ("vae", "VAE")],
+                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                   widgets=[0.8, 0.0, 1.0], size=(320, 190))
+    g.link(pos, "CONDITIONING", apply, "positive")
+    g.link(neg, "CONDITIONING", apply, "negative")
+    g.link(cn, "CONTROL_NET", apply, "control_net")
+    g.link(canny, "IMAGE", apply, "image")
+    g.link(sdxl, "VAE", apply, "vae")
+    return sdxl_frame_one(g, col, (apply, "positive"), (apply, "negative"), sdxl, (col, 830))
+
+
 # ---------------------------------------------------------------------------------------------- LAMP chain
 def lamp_base(g: Graph, pos: tuple[int, int]) -> tuple[dict, dict]:
     """SD-1.5 checkpoint → LAMP Load Motion; returns both nodes."""
@@ -190,28 +218,8 @@ def controlnet_edit() -> Graph:
     g = Graph()
     load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                   widgets=["example.png", "image"], title="Photo to edit", size=(340, 360))
-    canny = g.node("Canny", (0, 440), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
-                   widgets=[0.4, 0.8], size=(320, 90))
-    g.link(load, "IMAGE", canny, "image")
-    edges = g.node("PreviewImage", (0, 570), inputs=[("images", "IMAGE")], title="Canny edges", size=(320, 260))
-    g.link(canny, "IMAGE", edges, "images")
-    sdxl = checkpoint(g, (380, 40), SDXL_CKPT, "SD-XL checkpoint (edited frame one)")
-    pos = text(g, (380, 180), sdxl, "a horse made of gold runs, van gogh style painting, highly detailed",
-               "Edit prompt (SD-XL)")
-    neg = text(g, (380, 340), sdxl, "blurry, low quality, watermark, text", "Edit negative (SD-XL)")
-    cn = g.node("ControlNetLoader", (380, 500), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SDXL_CANNY],
-                title="SD-XL Canny ControlNet", size=(340, 60))
-    apply = g.node("ControlNetApplyAdvanced", (380, 600),
-                   inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
-                           ("image", "IMAGE"), ("vae", "VAE")],
-                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
-                   widgets=[0.8, 0.0, 1.0], size=(320, 190))
-    g.link(pos, "CONDITIONING", apply, "positive")
-    g.link(neg, "CONDITIONING", apply, "negative")
-    g.link(cn, "CONTROL_NET", apply, "control_net")
-    g.link(canny, "IMAGE", apply, "image")
-    g.link(sdxl, "VAE", apply, "vae")
-    decode = sdxl_frame_one(g, 380, (apply, "positive"), (apply, "negative"), sdxl, (380, 830))
+    decode = canny_sdxl_frame_one(g, 0, 440, (load, "IMAGE"),
+                                  "a horse made of gold runs, van gogh style painting, highly detailed")
     g.group("Edited frame one (Canny + ControlNet on SD-XL)", (-20, -40, 1120, 1020), "#88aa88")
     lamp_chain(g, 1160, decode, "IMAGE", "a horse made of gold runs, van gogh style painting")
     return g
@@ -241,30 +249,9 @@ def video_edit() -> Graph:
     g.link(empty, "CONDITIONING", invert, "conditioning")
     g.group("LAMP: invert the source (motion tuned on it: lamp_train.json with one video)", (420, -40, 380, 880),
             "#3f789e")
-    canny = g.node("Canny", (840, 40), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
-                   widgets=[0.4, 0.8], size=(320, 90))
-    g.link(invert, "first_frame", canny, "image")
-    edges = g.node("PreviewImage", (840, 170), inputs=[("images", "IMAGE")], title="Canny edges of frame one",
-                   size=(320, 260))
-    g.link(canny, "IMAGE", edges, "images")
-    sdxl = checkpoint(g, (840, 470), SDXL_CKPT, "SD-XL checkpoint (edited frame one)")
-    pos = text(g, (840, 610), sdxl, "a robot runs beside a river, van gogh style painting, highly detailed",
-               "Edit prompt (SD-XL)")
-    neg = text(g, (840, 770), sdxl, "blurry, low quality, watermark, text", "Edit negative (SD-XL)")
-    cn = g.node("ControlNetLoader", (1200, 40), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SDXL_CANNY],
-                title="SD-XL Canny ControlNet", size=(340, 60))
-    apply = g.node("ControlNetApplyAdvanced", (1200, 140),
-                   inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("control_net", "CONTROL_NET"),
-                           ("image", "IMAGE"), ("vae", "VAE")],
-                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
-                   widgets=[0.8, 0.0, 1.0], size=(320, 190))
-    g.link(pos, "CONDITIONING", apply, "positive")
-    g.link(neg, "CONDITIONING", apply, "negative")
-    g.link(cn, "CONTROL_NET", apply, "control_net")
-    g.link(canny, "IMAGE", apply, "image")
-    g.link(sdxl, "VAE", apply, "vae")
-    decode = sdxl_frame_one(g, 1200, (apply, "positive"), (apply, "negative"), sdxl, (1200, 370))
-    g.group("Edited frame one (the source's frame one → Canny + ControlNet on SD-XL)", (820, -40, 1120, 980),
+    decode = canny_sdxl_frame_one(g, 840, 40, (invert, "first_frame"),
+                                  "a robot runs beside a river, van gogh style painting, highly detailed")
+    g.group("Edited frame one (the source's frame one → Canny + ControlNet on SD-XL)", (820, -40, 1120, 1020),
             "#88aa88")
     lamp_chain(g, 2000, decode, "IMAGE", "a robot runs beside a river, van gogh style painting", frames=24,
                base=base, noise=(invert, "noise"))

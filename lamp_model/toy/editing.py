@@ -13,7 +13,8 @@
 4. The tracker (:mod:`lamp_model.toy.tracking`) measures the object's path in every video against the source's,
    and its colour and shape. Baselines: shared noise instead of the inversion, and the untuned inflated UNet.
 
-Prints a Markdown table and writes one strip per video plus ``toy_edit.png`` (all rows, 4x upscaled).
+Prints a Markdown table and writes one strip per video plus ``toy_edit_cfg<cfg>.png`` (all rows, 4x upscaled);
+the tuned motion goes to ``<out>/source_motion.safetensors`` (``--motion`` reuses it).
 """
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ from ..sampling import sample_video
 from ..train import PRESETS, MotionTrainer, TrainConfig, default_noise_scheduler, unet_for_training
 from ..unet3d import LampUNet3D
 from ..video_io import write_strip
+from ..weights import save_motion
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
 from .stage2 import TOY_LR
-from .stage3 import TOY_GUIDANCE, save_video
+from .stage3 import TOY_GUIDANCE, load_motion_unet, save_video
 
 SOURCE_FRAMES = 33
 EDIT_FRAMES = 16
@@ -95,66 +97,78 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def run(train_steps: int, steps: int, guidance: float, out: Path, weights_dir: Path | None = None,
-        log=print) -> list[dict]:
+def run(train_steps: int, steps: int, guidances: list[float], out: Path, weights_dir: Path | None = None,
+        motion: Path | None = None, log=print) -> list[dict]:
+    """Tune (or load ``motion``, a motion file of an earlier run), invert, edit at every guidance scale."""
     clock = Stopwatch()
     clip = source_clip()
     frames = clip.frames[clip_window(len(clip.frames), EDIT_FRAMES, 0, STRIDE)]  # what is inverted and edited
     text = load_text_encoder(weights_dir)
     empty = text.encode([""])
-    with torch.enable_grad():
-        tuned = tune(clip, train_steps, weights_dir, log=log)
-    log(f"tuned on one clip: {train_steps} steps, {clock():.0f} s")
+    if motion is not None:
+        tuned = load_motion_unet(motion, weights_dir)
+        log(f"tuned motion loaded from {motion}")
+    else:
+        with torch.enable_grad():
+            tuned = tune(clip, train_steps, weights_dir, log=log)
+        saved = save_motion(tuned, out / "source_motion.safetensors", {"toy_edit_source": clip.caption,
+                                                                       "training_steps": train_steps})
+        log(f"tuned on one clip: {train_steps} steps, {clock():.0f} s -> {saved}")
     config, state = load_base_parts(weights_dir)
     untuned = unet_for_training(config, state, seed=0).eval()
     source = codec.encode_video(frames)
     src_track = tracking.track(frames, "circle")
-    rows, strips = [], [("source", frames)]
+    rows = []
     inverted = {name: ddim_invert(unet, source, empty, steps=steps) for name, unet in (("tuned", tuned),
                                                                                        ("untuned", untuned))}
     log(f"inverted: {clock():.0f} s")
     cases = [(name, colour, shape, "tuned", "inversion") for name, colour, shape in EDITS]
     cases += [("recolour: blue, shared noise (no inversion)", "blue", "circle", "tuned", "noise"),
               ("recolour: blue, untuned UNet", "blue", "circle", "untuned", "inversion")]
-    for name, colour, shape, which, start in cases:
-        unet = tuned if which == "tuned" else untuned
-        first = codec.encode(edited_first_frame(clip, colour, shape)).unsqueeze(2)
-        prompt = text.encode([world.caption(colour, shape)])
-        if start == "inversion":
-            latents = edit_video(unet, first, prompt, empty, inverted[which], steps=steps, guidance_scale=guidance,
-                                 inversion_steps=steps)
-        else:
-            latents = sample_video(unet, first, prompt, empty, make_raw_noise(0, source.shape), steps=steps,
-                                   guidance_scale=guidance)
-        video = color_match(codec.decode_video(latents)[0])
-        track = tracking.track(video, shape)
-        mean_err, max_err = path_error(track, src_track)
-        scores = tracking.content_scores(track, shape, colour)
-        row = {"case": name, "path_mean_px": mean_err, "path_max_px": max_err, "colour": scores["colour"],
-               "shape": scores["shape"], "psnr": psnr(video, frames) if (colour, shape) == ("red", "circle") else None}
-        rows.append(row)
-        strips.append((name, video))
-        save_video(video, out / f"{len(rows):02d}_{colour}_{shape}_{which}_{start}")
-        log(f"  {name}: path {mean_err:.2f} px (max {max_err:.2f}), colour {scores['colour']:.0%}, "
-            f"shape {scores['shape']:.0%}" + (f", PSNR {row['psnr']:.1f} dB" if row["psnr"] else ""))
+    for guidance in guidances:
+        strips = [("source", frames)]
+        for name, colour, shape, which, start in cases:
+            unet = tuned if which == "tuned" else untuned
+            first = codec.encode(edited_first_frame(clip, colour, shape)).unsqueeze(2)
+            prompt = text.encode([world.caption(colour, shape)])
+            if start == "inversion":
+                latents = edit_video(unet, first, prompt, empty, inverted[which], steps=steps,
+                                     guidance_scale=guidance, inversion_steps=steps)
+            else:
+                latents = sample_video(unet, first, prompt, empty, make_raw_noise(0, source.shape), steps=steps,
+                                       guidance_scale=guidance)
+            video = color_match(codec.decode_video(latents)[0])
+            track = tracking.track(video, shape)
+            mean_err, max_err = path_error(track, src_track)
+            scores = tracking.content_scores(track, shape, colour)
+            own = (colour, shape) == ("red", "circle")
+            row = {"case": name, "cfg": guidance, "path_mean_px": mean_err, "path_max_px": max_err,
+                   "colour": scores["colour"], "shape": scores["shape"], "psnr": psnr(video, frames) if own else None}
+            rows.append(row)
+            strips.append((name, video))
+            save_video(video, out / f"cfg{guidance:g}_{len(strips) - 1:02d}_{colour}_{shape}_{which}_{start}")
+            log(f"  cfg {guidance:g} {name}: path {mean_err:.2f} px (max {max_err:.2f}), colour {scores['colour']:.0%}, "
+                f"shape {scores['shape']:.0%}" + (f", PSNR {row['psnr']:.1f} dB" if row["psnr"] else ""))
+        big = torch.nn.functional.interpolate(torch.cat([v for _, v in strips], dim=2), scale_factor=4,
+                                              mode="nearest")
+        write_strip(big.permute(0, 2, 3, 1), out / f"toy_edit_cfg{guidance:g}.png")
     ceiling = psnr(codec.decode_video(source)[0], frames)
     log(f"codec round trip of the source (PSNR ceiling): {ceiling:.1f} dB; total {clock():.0f} s")
-    big = torch.nn.functional.interpolate(torch.cat([v for _, v in strips], dim=2), scale_factor=4, mode="nearest")
-    write_strip(big.permute(0, 2, 3, 1), out / "toy_edit.png")
-    rows.append({"case": "codec round trip (ceiling)", "psnr": ceiling})
+    rows.append({"case": "codec round trip of the source (ceiling)", "psnr": ceiling})
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
-    lines = ["| case | path error mean / max (px) | colour kept | shape kept | PSNR vs source |",
-             "|---|---|---|---|---|"]
+    lines = ["| case | cfg | path error mean / max (px) | colour kept | shape kept | PSNR vs source |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         path = f"{r['path_mean_px']:.2f} / {r['path_max_px']:.2f}" if "path_mean_px" in r else ""
         colour = f"{r['colour']:.0%}" if "colour" in r else ""
         shape = f"{r['shape']:.0%}" if "shape" in r else ""
         quality = "" if r.get("psnr") is None else f"{r['psnr']:.1f} dB"
-        lines.append(f"| {r['case']} | {path} | {colour} | {shape} | {quality} |")
+        cfg = f"{r['cfg']:g}" if "cfg" in r else ""
+        lines.append(f"| {r['case']} | {cfg} | {path} | {colour} | {shape} | {quality} |")
     return "\n".join(lines)
 
 
@@ -162,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.editing", description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-steps", type=int, default=PRESETS["editing"]["steps"], help="one-clip tuning steps (500)")
     ap.add_argument("--steps", type=int, default=EDIT_STEPS, help="DDIM steps, inversion and sampling (50)")
-    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help="classifier-free guidance (12.5)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[TOY_GUIDANCE],
+                    help="classifier-free guidance scale(s) (official 12.5)")
+    ap.add_argument("--motion", type=Path, default=None,
+                    help="a tuned motion file of an earlier run (<out>/source_motion.safetensors): skip the tuning")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--out", type=Path, default=Path("toy_edit"))
     args = ap.parse_args(argv)
-    rows = run(args.train_steps, args.steps, args.guidance, args.out, args.weights)
+    rows = run(args.train_steps, args.steps, args.guidance, args.out, args.weights, args.motion)
     print(table(rows))
-    print(f"strips: {args.out}/*_strip.png, all rows: {args.out / 'toy_edit.png'}")
+    print(f"strips: {args.out}/*_strip.png, all rows: {args.out}/toy_edit_cfg<cfg>.png")
     return 0
 
 
