@@ -19,11 +19,12 @@ Public API (kept stable; the training nodes import it):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -475,3 +476,21 @@ def k_sampler(sampler_function: Callable) -> Any:
     _require_comfy("LAMP DDIM Sampler")
     import comfy.samplers as cs
     return cs.KSAMPLER(sampler_function)
+
+
+@contextlib.contextmanager
+def context_windows_fixed(model_options: dict) -> Iterator[None]:
+    """While one sampling run lasts, let ComfyUI's context-window handler (``ContextWindowsManual``) find its step
+    from the first sample's sigma. ComfyUI 0.3.x compares all ``sample_sigmas`` with the whole per-frame sigma
+    batch, which fails as soon as the frames are on the batch axis (dim 0); newer ComfyUI compares with the
+    first sigma only, which is what this does for any version. Nothing happens without a handler."""
+    handler = (model_options or {}).get("context_handler")
+    original = getattr(handler, "set_step", None)
+    if original is None:
+        yield
+        return
+    handler.set_step = lambda timestep, options: original(timestep.reshape(-1)[:1], options)
+    try:
+        yield
+    finally:
+        del handler.set_step  # back to the class's method

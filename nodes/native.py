@@ -64,7 +64,8 @@ class LampMotionPatch:
                         "Use the LATENT of LAMP First Frame (its noise_mask is 0 on frame 0).")
         options = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
         options[FIRST_FRAME_KEY] = FirstFrame(latent_image[:1].clone(), pinned)
-        return executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+        with host.context_windows_fixed(extra_args["model_options"]):
+            return executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
 
     # -- DIFFUSION_MODEL: the LAMP UNet on ComfyUI's tensors ----------------------------------------------
     def diffusion_model(self, executor: Any, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
