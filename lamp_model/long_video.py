@@ -45,6 +45,8 @@ TRAINED_FRAMES = 16
 #: Chosen by the toy measurement (README, "Long videos"): see there for the figures.
 DEFAULT_STRATEGY = "segments"
 DEFAULT_OVERLAP = {"segments": 1, "windows": 4}
+DEFAULT_CONTENT_LOCK = False
+DEFAULT_COLOR_REFERENCE = "segment"
 
 
 @dataclass(frozen=True)
@@ -239,8 +241,8 @@ def sample_long_video(unet: Callable[..., Any], first_frame_latent: torch.Tensor
                       guidance_scale: float = 12.5, shared_noise_alpha: float = DEFAULT_ALPHA, adain: bool = True,
                       scheduler: Any = None, callback: Optional[Callback] = None, *,
                       strategy: str = DEFAULT_STRATEGY, segment_frames: int = TRAINED_FRAMES,
-                      overlap: Optional[int] = None, content_lock: bool = False,
-                      color_reference: str = "segment") -> torch.Tensor:
+                      overlap: Optional[int] = None, content_lock: bool = DEFAULT_CONTENT_LOCK,
+                      color_reference: str = DEFAULT_COLOR_REFERENCE) -> torch.Tensor:
     """A LAMP video of any length ``F = noise.shape[2] >= 2`` (see the module docstring).
 
     Arguments as :func:`~lamp_model.sampling.sample_video` (``noise`` is the RAW noise of all F frames), plus:
@@ -264,7 +266,8 @@ def sample_long_video(unet: Callable[..., Any], first_frame_latent: torch.Tensor
     if plan.single:
         return sample_video(unet, first_frame_latent, cond, uncond, noise, steps, guidance_scale,
                             shared_noise_alpha, adain, scheduler, callback)
-    first = _check_inputs(first_frame_latent, cond, uncond, noise, steps, True)
+    first = _check_inputs(first_frame_latent, cond, uncond, noise, steps, True, unet=unet,
+                          guidance_scale=guidance_scale, alpha=shared_noise_alpha)
     b = noise.shape[0]
     cond = cond.expand(b, -1, -1)
     uncond = uncond.expand(b, -1, -1) if uncond is not None else None

@@ -15,6 +15,8 @@ log = logging.getLogger("ComfyUI-LAMP")
 
 #: SD-1.x UNets halve the latent three times; other sizes work but are padded inside the UNet.
 UNET_MULTIPLE = 64
+#: Longest video: the LAMP Sampler holds one segment's activations at a time, the LATENT is small.
+MAX_FRAMES = 1024
 
 
 def fit_image(image: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
@@ -38,8 +40,10 @@ class LampFirstFrame:
                               "tooltip": "Video width in pixels, a multiple of 8 (LAMP is trained at 512×320)."}),
             "height": ("INT", {"default": 320, "min": 64, "max": 2048, "step": 8,
                                "tooltip": "Video height in pixels, a multiple of 8 (LAMP is trained at 512×320)."}),
-            "frames": ("INT", {"default": 16, "min": 2, "max": 128,
-                               "tooltip": "Number of video frames including frame one (LAMP is trained on 16)."}),
+            "frames": ("INT", {"default": 16, "min": 2, "max": MAX_FRAMES,
+                               "tooltip": "Number of video frames including frame one (LAMP is trained on 16). "
+                                          "More than 16 (48, 64, 128 …) makes a long video: the LAMP Sampler's "
+                                          "long_strategy cuts it into 16-frame segments or windows."}),
             "resize": (list(RESIZE_MODES), {"default": "stretch",
                                       "tooltip": "How the image is fitted to width×height: stretch (official), "
                                                  "center-crop, or pad with black."}),

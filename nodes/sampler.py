@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 
+from lamp_model.long_video import DEFAULT_COLOR_REFERENCE, DEFAULT_CONTENT_LOCK, DEFAULT_STRATEGY, TRAINED_FRAMES
+from lamp_model.long_video import STRATEGIES as LONG_STRATEGIES
+
 from . import host
 from .motion_model import DTYPE_CHOICES, SD1_LATENT_SCALE, LampModel, resolve_dtype
 from .shared_noise import LampNoise
@@ -14,6 +17,14 @@ from .shared_noise import LampNoise
 log = logging.getLogger("ComfyUI-LAMP")
 
 SCHEDULERS = ["ddim", "dpmpp_2m", "euler"]
+#: Long-video options: the widget labels of the colour reference and the engine's names for them.
+COLOR_LABELS = {"segment": "segment start", "original": "frame one"}
+COLOR_CHOICES = {label: name for name, label in COLOR_LABELS.items()}
+MAX_SEGMENT_FRAMES = 64
+LONG_TOOLTIP = ("Used when the LATENT has more frames than segment_frames. segments: each segment starts from "
+                "the previous segment's last frame, pinned clean. windows: overlapping windows, each with the clean "
+                "frame one, blended inside one denoising loop. See the README (Long videos) for which keeps the "
+                "motion.")
 MAX_STEPS = 1000
 MAX_CFG = 100.0
 #: Conditioning keys that the LAMP sampler cannot honour (ControlNet, areas, masks, GLIGEN …).
@@ -88,6 +99,23 @@ class LampSampler:
                                                               "last steps and at the end (official: on)."}),
             "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Compute precision. auto: fp16 where the GPU "
                                                                     "supports it, else bf16/fp32."}),
+        }, "optional": {
+            # Long videos (more frames than segment_frames); see lamp_model.long_video and the README.
+            "long_strategy": (list(LONG_STRATEGIES), {"default": DEFAULT_STRATEGY, "tooltip": LONG_TOOLTIP}),
+            "segment_frames": ("INT", {"default": TRAINED_FRAMES, "min": 3, "max": MAX_SEGMENT_FRAMES,
+                                       "tooltip": "Frames per segment / window, frame one included (LAMP is "
+                                                  "trained on 16). Memory is that of one segment."}),
+            "overlap": ("INT", {"default": -1, "min": -1, "max": MAX_SEGMENT_FRAMES - 2,
+                                "tooltip": "-1: the strategy's default (segments 1 = they share only the pinned "
+                                           "frame; windows 4). segments: frames shared with the previous segment "
+                                           "(>= 1); windows: frames shared by neighbouring windows."}),
+            "content_lock": ("BOOLEAN", {"default": DEFAULT_CONTENT_LOCK,
+                                         "tooltip": "segments: the frame-0 attention of every segment reads the "
+                                                    "original frame one instead of the segment's first frame "
+                                                    "(one extra UNet pass per step)."}),
+            "color_reference": (list(COLOR_CHOICES), {"default": COLOR_LABELS[DEFAULT_COLOR_REFERENCE],
+                                                      "tooltip": "segments: the final AdaIN gives each segment the "
+                                                                 "colours of its first frame or of frame one."}),
         }}
 
     RETURN_TYPES = ("LATENT",)
@@ -101,8 +129,10 @@ class LampSampler:
 
     def sample(self, lamp_model: LampModel, positive: Any, negative: Any, latent: dict, noise: Any,
                steps: int = 50, cfg: float = 12.5, scheduler: str = "ddim", adain: bool = True,
-               dtype: str = "auto") -> tuple[dict]:
-        from lamp_model.sampling import sample_video
+               dtype: str = "auto", long_strategy: str = DEFAULT_STRATEGY, segment_frames: int = TRAINED_FRAMES,
+               overlap: int = -1, content_lock: bool = DEFAULT_CONTENT_LOCK,
+               color_reference: str = COLOR_LABELS[DEFAULT_COLOR_REFERENCE]) -> tuple[dict]:
+        from lamp_model.long_video import plan_long_video, sample_long_video
 
         if not isinstance(lamp_model, LampModel):
             raise ValueError("LAMP Sampler: 'lamp_model' must come from LAMP Load Motion or LAMP Load Official "
@@ -136,21 +166,37 @@ class LampSampler:
             except ValueError as e:
                 raise ValueError(f"LAMP Sampler: {e}.") from None
 
+        if color_reference not in COLOR_CHOICES:
+            raise ValueError(f"LAMP Sampler: color_reference must be one of {list(COLOR_CHOICES)}, got "
+                             f"{color_reference!r}.")
+        try:
+            plan = plan_long_video(frames, long_strategy, int(segment_frames), None if int(overlap) < 0 else overlap)
+        except ValueError as e:
+            raise ValueError(f"LAMP Sampler: {e}.") from None
+        if edit is not None:  # editing runs over the whole inverted clip at once
+            plan = plan_long_video(frames, "segments", max(frames, 3))
+        elif not plan.single:
+            log.info("[LAMP] long video: %d frames as %d %s of %d frames (overlap %d)", frames, len(plan.spans),
+                     plan.strategy, plan.segment_frames, plan.overlap)
+
         device = host.torch_device()
         compute = resolve_dtype(dtype, device)
         first = (samples[:1].float() * SD1_LATENT_SCALE).transpose(0, 1).unsqueeze(0)  # [1,4,1,h,w]
-        bar = host.progress(int(steps), previews=True)
+        bar = host.progress(plan.total_steps(int(steps)), previews=True)
         log.info("[LAMP] sampling %d frames %dx%d, %d %s steps, cfg %.2f, alpha %.2f, %s on %s", frames, w * 8, h * 8,
                  steps, scheduler, cfg, alpha, str(compute).replace("torch.", ""), device)
-        with lamp_model.on_device(device, compute, frames, h, w) as unet, torch.no_grad():
+        held = min(frames, plan.segment_frames)  # one segment / window on the device at a time
+        with lamp_model.on_device(device, compute, held, h, w) as unet, torch.no_grad():
             if edit is not None:
                 video = edit_video(unet, first.to(device), cond.to(device, compute), uncond.to(device, compute),
                                    raw.to(device), int(steps), float(cfg), bool(adain), host.callback_for(bar))
             else:
-                video = sample_video(
+                video = sample_long_video(
                     unet, first.to(device), cond.to(device, compute), uncond.to(device, compute), raw.to(device),
                     steps=int(steps), guidance_scale=float(cfg), shared_noise_alpha=alpha, adain=bool(adain),
-                    scheduler=scheduler, callback=host.callback_for(bar))
+                    scheduler=scheduler, callback=host.callback_for(bar), strategy=plan.strategy,
+                    segment_frames=plan.segment_frames, overlap=plan.overlap, content_lock=bool(content_lock),
+                    color_reference=COLOR_CHOICES[color_reference])
             out = (video[0].transpose(0, 1).float() / SD1_LATENT_SCALE).to(host.intermediate_device())
             del video
         if not torch.isfinite(out).all():
