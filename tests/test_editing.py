@@ -14,6 +14,7 @@ from conftest import TINY_CONFIG, randomize_motion_layers
 from test_data import moving_square, write_video
 from test_nodes import StubVAE, cond, first_frame_latent, folders, lamp_model, motion_file, parts  # noqa: F401
 from test_train_cli import tiny_sd  # noqa: F401  (fixture)
+from test_train_nodes import init as train_init, steps as train_steps, world  # noqa: F401  (world: fixture)
 
 from lamp_model import ddim_invert, edit_video
 from lamp_model.editing import InversionCache, check_inverted_start, clip_window, fingerprint, model_fingerprint
@@ -295,3 +296,12 @@ def test_video_edit_workflow_follows_the_paper():
     assert (frames, stride, steps) == (24, 2, 50), "official editing settings"
     assert first["widgets_values"][:3] == [width, height, frames], "the edit has the inverted clip's size"
     assert sampler["widgets_values"][:3] == [steps, 12.5, "ddim"]
+
+
+def test_train_init_node_tunes_on_one_clip(world):  # noqa: F811
+    """LAMP Train Init accepts ONE video file (the editing tuning); the prompt and run name come from it."""
+    state, report = train_init(world, video_folder="square_moves_right/a.mp4", n_frames=3, stride=2)
+    assert "1 clip(s), 3 frames at stride 2" in report and "a.mp4" in report
+    assert state.name == "a" and state.prompt == "a"
+    state, _, _ = train_steps(state, 1)
+    assert state.trainer.global_step == 1
