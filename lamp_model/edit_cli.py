@@ -6,7 +6,7 @@
 Steps: read ``--frames`` frames at ``--stride`` from ``--start`` of the clip, fit them to ``--width``×``--height``
 (as training does), encode them with the base's VAE (posterior mean), DDIM-invert them with the LAMP UNet and the
 empty prompt (:func:`lamp_model.ddim_invert`; cached in ``<out>/<name>.inversion.safetensors`` and reused while
-model, frames and steps are the same), encode the edited first frame (stretched to the video size, as the official
+the motion and base files, the source latents and the steps are the same), encode the edited first frame (stretched to the video size, as the official
 script does), sample with :func:`lamp_model.editing.edit_video` (DDIM, cfg, AdaIN; frames 1.. start from the
 inversion, unmixed), decode, match every frame's histogram to frame one, and write ``<name>.<format>`` and
 ``<name>_strip.png`` (source frames above the edit). Defaults are the official editing settings: 24 frames at
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from .editing import EDIT_FRAMES, EDIT_STEPS, EDIT_STRIDE, InversionCache, clip_window, fingerprint, model_fingerprint
+from .editing import EDIT_FRAMES, EDIT_STEPS, EDIT_STRIDE, InversionCache, clip_window, files_fingerprint, fingerprint
 from .frames import RESIZE_MODES
 
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     stem = args.name or f"{video.stem}_edit"
     out = Path(args.out)
     cache = InversionCache(out / f"{stem}.inversion.safetensors")
-    key = fingerprint(model_fingerprint(unet), latents, empty, args.steps)
+    key = fingerprint(files_fingerprint(args.motion, base), latents, empty, args.steps)
     inverted = cache.get(key)
     if inverted is None:
         bar, callback = _bar(args.steps, "inverting")

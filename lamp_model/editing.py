@@ -121,9 +121,16 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def model_fingerprint(unet: torch.nn.Module) -> str:
-    """A digest of every parameter and buffer of ``unet`` (so a re-tuned motion never reuses an old inversion)."""
-    return fingerprint(*[v for _, v in sorted(unet.state_dict().items())])
+def files_fingerprint(*paths: str | Path) -> str:
+    """A digest of where files are, how large and how new (every file below a folder): cheap, and it changes
+    when a motion file is re-tuned or a base is replaced, so an old inversion is never reused for them."""
+    entries = []
+    for path in paths:
+        path = Path(path).expanduser().resolve()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        entries += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else (str(f), None)
+                    for f in files]
+    return fingerprint(entries)
 
 
 class InversionCache:

@@ -2,8 +2,6 @@
 ``edit`` CLI with its cache, the one-clip training preset, and the LAMP Invert Video node with the sampler."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,7 @@ from test_train_cli import tiny_sd  # noqa: F401  (fixture)
 from test_train_nodes import init as train_init, steps as train_steps, world  # noqa: F401  (world: fixture)
 
 from lamp_model import ddim_invert, edit_video
-from lamp_model.editing import InversionCache, check_inverted_start, clip_window, fingerprint, model_fingerprint
+from lamp_model.editing import InversionCache, check_inverted_start, clip_window, files_fingerprint, fingerprint
 from lamp_model.noise import make_raw_noise
 from lamp_model.sampling import sample_video
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, host
@@ -125,15 +123,19 @@ def test_bad_editing_inputs_are_named(tiny_unet):
     assert check_inverted_start(latents(3), torch.zeros(1, 4, 8, 8)).shape == (1, 4, 1, 8, 8)
 
 
-def test_inversion_cache(tmp_path, tiny_unet):
+def test_inversion_cache(tmp_path):
+    motion = tmp_path / "motion.safetensors"
+    motion.write_bytes(b"v1")
     cache = InversionCache(tmp_path / "x.inversion.safetensors")
-    key = fingerprint(model_fingerprint(tiny_unet), latents(3), 50)
+    key = fingerprint(files_fingerprint(motion, tmp_path / "base"), latents(3), 50)
     assert cache.get(key) is None
     cache.put(key, latents(3, 9), {"frames": 3})
     assert torch.equal(cache.get(key), latents(3, 9))
-    assert cache.get(fingerprint(model_fingerprint(tiny_unet), latents(3), 49)) is None
-    same, other = copy.deepcopy(tiny_unet), randomize_motion_layers(copy.deepcopy(tiny_unet), seed=5)
-    assert model_fingerprint(same) == model_fingerprint(tiny_unet) != model_fingerprint(other)
+    assert cache.get(fingerprint(files_fingerprint(motion, tmp_path / "base"), latents(3), 49)) is None
+    assert cache.get(fingerprint(files_fingerprint(motion, tmp_path / "base"), latents(3, 1), 50)) is None
+    before = files_fingerprint(motion)
+    motion.write_bytes(b"v22")  # re-tuned
+    assert files_fingerprint(motion) != before
     cache.path.write_bytes(b"broken")
     assert cache.get(key) is None
 
