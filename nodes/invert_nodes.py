@@ -17,9 +17,10 @@ from typing import Any, Sequence
 import torch
 
 from lamp_model.editing import EDIT_FRAMES, EDIT_STEPS, EDIT_STRIDE, clip_window
-from lamp_model.frames import RESIZE_MODES, fit_frames
+from lamp_model.frames import RESIZE_MODES
 
 from . import host
+from .first_frame import fit_image
 from .motion_model import DTYPE_CHOICES, SD1_LATENT_SCALE, LampModel, resolve_dtype
 from .shared_noise import LampNoise
 
@@ -75,11 +76,10 @@ def select_frames(images: Any, frames: int, start: int, stride: int, width: int,
         index = clip_window(images.shape[0], frames, start, stride)
     except ValueError as e:
         raise ValueError(f"{NODE}: {e}.") from None
-    picked = images[index, :, :, :3].float()
     try:
-        return fit_frames(picked.movedim(-1, 1), width, height, resize).movedim(1, -1).contiguous()
+        return fit_image(images[index, :, :, :3].float(), width, height, resize)
     except ValueError as e:
-        raise ValueError(f"{NODE}: {e}") from None
+        raise ValueError(str(e).replace("LAMP First Frame", NODE)) from None
 
 
 class LampInvertVideo:
