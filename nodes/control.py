@@ -7,10 +7,14 @@ connection (in down order) and the last ``middle`` entry to the mid-block output
 frame. Frame 0 gets no residual: it is the clean first frame, and LAMP's frame-0 attention reads it, so a
 control on it would change the content every frame copies. (``input`` entries come from T2I-Adapters, which
 LAMP does not support.)
+
+The LAMP Sampler runs its own loop, so :func:`controlled` evaluates the prompts' ControlNets there the way
+ComfyUI's sampler does and feeds them through the same :func:`control_residuals`.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 
@@ -46,3 +50,84 @@ def control_residuals(control: dict | None, videos: int, frames: int, pos0: int 
     if down is not None and all(r is None for r in down):
         down = None
     return down, mid
+
+
+# ---------------------------------------------------------------------------------------------- LAMP Sampler
+def conditioning_control(conditioning: Any) -> Any:
+    """The ComfyUI control chain on the first entry of a CONDITIONING (``None`` when there is none)."""
+    try:
+        extras = conditioning[0][1]
+    except (TypeError, IndexError, KeyError):
+        return None
+    return extras.get("control") if isinstance(extras, dict) else None
+
+
+def _merge_halves(outs: list[dict | None], like: dict) -> dict:
+    """Per-video control dicts (``None`` = no control for that video) → one dict over the whole batch."""
+    merged = {}
+    for key in ("output", "middle"):
+        length = len(like.get(key) or [])
+        entries = []
+        for i in range(length):
+            parts = [None if o is None or i >= len(o.get(key) or []) else o[key][i] for o in outs]
+            shape = next((p for p in parts if p is not None), None)
+            entries.append(None if shape is None else
+                           torch.cat([torch.zeros_like(shape) if p is None else p for p in parts]))
+        merged[key] = entries
+    return merged
+
+
+class ControlledUNet(torch.nn.Module):
+    """The LAMP Sampler's UNet with the ControlNets of its prompts, through :func:`control_residuals`.
+
+    The engine calls it as ``unet(sample[n,C,F,h,w], t, encoder_hidden_states)`` with ``n = 2`` (``[uncond,
+    cond]``, the CFG batch) or 1 (cond only). Each video's ControlNet runs as ComfyUI runs it (k-diffusion
+    input scale, the step's sigma, its start/end percent, one hint per frame or one for all).
+    """
+
+    def __init__(self, unet: torch.nn.Module, cond_control: Any, uncond_control: Any, sampling: Any) -> None:
+        super().__init__()
+        self.unet, self.cond_control, self.uncond_control, self.sampling = unet, cond_control, uncond_control, sampling
+
+    def set_frame0_bank(self, bank: Any) -> None:
+        """Long videos: the content lock of the wrapped UNet (see :meth:`LampUNet3D.set_frame0_bank`)."""
+        self.unet.set_frame0_bank(bank)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                **kwargs: Any) -> torch.Tensor:
+        from . import host
+
+        n, c, f, h, w = sample.shape
+        controls = [self.uncond_control, self.cond_control] if n == 2 else [self.cond_control] * n
+        t = int(round(float(torch.as_tensor(timestep).reshape(-1)[0])))
+        sigma = float(self.sampling.sigmas[min(max(t, 0), len(self.sampling.sigmas) - 1)])
+        x = sample.transpose(1, 2).reshape(n * f, c, h, w).float() * (1 + sigma ** 2) ** 0.5
+        ctx = encoder_hidden_states.float().repeat_interleave(f, dim=0)
+        sigmas = x.new_full((n * f,), sigma)
+        if all(ctl is controls[0] for ctl in controls):
+            out = host.control_output(controls[0], x, sigmas, ctx, n)
+        else:
+            outs = [None if ctl is None else host.control_output(ctl, x[i * f:(i + 1) * f], sigmas[:f],
+                                                                 ctx[i * f:(i + 1) * f], 1)
+                    for i, ctl in enumerate(controls)]
+            like = next((o for o in outs if o is not None), None)
+            out = None if like is None else _merge_halves(outs, like)
+        down, mid = control_residuals(out, n, f)
+        return self.unet(sample, timestep, encoder_hidden_states, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid, **kwargs)
+
+
+@contextlib.contextmanager
+def controlled(unet: torch.nn.Module, positive: Any, negative: Any, device: torch.device,
+               node: str = "LAMP Sampler") -> Iterator[torch.nn.Module]:
+    """``unet`` itself when the prompts carry no ControlNet, else a :class:`ControlledUNet` for one run."""
+    from . import host
+
+    cond, uncond = conditioning_control(positive), conditioning_control(negative)
+    if cond is None and uncond is None:
+        yield unet
+        return
+    for ctl in (cond, uncond):
+        host.check_sd1_control(ctl, node)
+    with host.controls_ready([x for x in (cond, uncond) if x is not None], device) as sampling:
+        yield ControlledUNet(unet, cond, uncond, sampling)

@@ -494,3 +494,67 @@ def context_windows_fixed(model_options: dict) -> Iterator[None]:
         yield
     finally:
         del handler.set_step  # back to the class's method
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ControlNets (CONDITIONING "control" chains), for both paths
+# ----------------------------------------------------------------------------------------------------------
+
+def control_chain(control: Any) -> list[Any]:
+    """The ControlNets of a ComfyUI control chain (``previous_controlnet`` links), first applied last."""
+    chain = []
+    while control is not None:
+        chain.append(control)
+        control = getattr(control, "previous_controlnet", None)
+    return chain
+
+
+def check_sd1_control(control: Any, node: str = "LAMP") -> None:
+    """Refuse, with the family it needs, a control chain that is not made of SD-1.x ControlNets (SD-XL
+    ControlNets and Control-LoRAs, T2I-Adapters, ControlNets of other model families)."""
+    for c in control_chain(control):
+        kind = type(c).__name__
+        model = getattr(c, "control_model", None)
+        sd1 = (kind == "ControlNet" and type(model).__module__.endswith("cldm.cldm")
+               and getattr(model, "num_classes", None) is None and getattr(model, "model_channels", None) == 320)
+        if not sd1:
+            family = ("an SD-XL Control-LoRA" if kind == "ControlLora" else "a T2I-Adapter" if kind == "T2IAdapter"
+                      else "an SD-XL ControlNet" if getattr(model, "num_classes", None) is not None
+                      else f"a {kind} of another model family")
+            raise ValueError(f"{node}: the conditioning carries {family}; the LAMP part is SD-1.x and needs an "
+                             "SD-1.5 ControlNet (e.g. control_v11p_sd15_canny). Apply SD-XL ControlNets where frame "
+                             "one is made, not on the LAMP prompts.")
+
+
+@contextlib.contextmanager
+def controls_ready(controls: list[Any], device: torch.device) -> Iterator[Any]:
+    """Prepare ControlNets for a sampling loop that ComfyUI does not run (the LAMP Sampler): their start/end
+    percent against the SD-1.x noise schedule, their weights loaded on ``device``; cleaned up afterwards.
+    Yields the SD-1.x model-sampling object (sigma <-> timestep)."""
+    _require_comfy("ControlNet in the LAMP Sampler")
+    import comfy.model_sampling as ms
+
+    class _SD1Sampling(ms.ModelSamplingDiscrete, ms.EPS):
+        pass
+
+    sampling = _SD1Sampling()
+    holder = type("SD1ModelForControl", (), {"model_sampling": sampling})()
+    unique = list({id(c): c for c in controls}.values())
+    try:
+        models = []
+        for c in unique:
+            c.pre_run(holder, sampling.percent_to_sigma)
+            models += c.get_models()
+        if models and HAS_COMFY:
+            _mm.load_models_gpu(models)
+        yield sampling
+    finally:
+        for c in unique:
+            c.cleanup()
+
+
+def control_output(control: Any, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                   videos: int) -> dict | None:
+    """One ComfyUI ControlNet evaluation (``get_control``) on ``x`` (k-diffusion scale, frames on the batch axis)
+    at ``sigma`` (one per batch entry) with text ``context`` (one per batch entry); ``videos`` = batched number."""
+    return control.get_control(x, sigma, {"c_crossattn": context}, videos, {})

@@ -11,6 +11,7 @@ from lamp_model.long_video import DEFAULT_COLOR_REFERENCE, DEFAULT_CONTENT_LOCK,
 from lamp_model.long_video import STRATEGIES as LONG_STRATEGIES
 
 from . import host
+from .control import controlled
 from .motion_model import DTYPE_CHOICES, SD1_LATENT_SCALE, LampModel, resolve_dtype
 from .shared_noise import LampNoise
 
@@ -27,8 +28,8 @@ LONG_TOOLTIP = ("Used when the LATENT has more frames than segment_frames. segme
                 "motion.")
 MAX_STEPS = 1000
 MAX_CFG = 100.0
-#: Conditioning keys that the LAMP sampler cannot honour (ControlNet, areas, masks, GLIGEN …).
-_IGNORED_COND_KEYS = ("control", "area", "mask", "gligen", "hooks", "concat_latent_image", "strength")
+#: Conditioning keys that the LAMP sampler cannot honour (areas, masks, GLIGEN …; ControlNets it honours).
+_IGNORED_COND_KEYS = ("area", "mask", "gligen", "hooks", "concat_latent_image", "strength")
 
 
 def conditioning_tensor(conditioning: Any, name: str, context_dim: int) -> torch.Tensor:
@@ -186,7 +187,8 @@ class LampSampler:
         log.info("[LAMP] sampling %d frames %dx%d, %d %s steps, cfg %.2f, alpha %.2f, %s on %s", frames, w * 8, h * 8,
                  steps, scheduler, cfg, alpha, str(compute).replace("torch.", ""), device)
         held = min(frames, plan.segment_frames)  # one segment / window on the device at a time
-        with lamp_model.on_device(device, compute, held, h, w) as unet, torch.no_grad():
+        with lamp_model.on_device(device, compute, held, h, w) as unet, torch.no_grad(), \
+                controlled(unet, positive, negative, device) as unet:
             if edit is not None:
                 video = edit_video(unet, first.to(device), cond.to(device, compute), uncond.to(device, compute),
                                    raw.to(device), int(steps), float(cfg), bool(adain), host.callback_for(bar))

@@ -72,7 +72,7 @@ def lamp_sampler(graph: dict, prefix: str) -> dict:
     return graph
 
 
-def with_controlnet(graph: dict, strength: float) -> dict:
+def with_controlnet(graph: dict, strength: float, sampler_node: str = "21") -> dict:
     """Canny of frame one's image → ControlNetApplyAdvanced on both prompts (one hint for every frame)."""
     graph.update({
         "30": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}},
@@ -81,7 +81,7 @@ def with_controlnet(graph: dict, strength: float) -> dict:
             "positive": ["2", 0], "negative": ["3", 0], "control_net": ["30", 0], "image": ["31", 0],
             "strength": strength, "start_percent": 0.0, "end_percent": 1.0}},
     })
-    graph["21"]["inputs"].update(positive=["32", 0], negative=["32", 1])
+    graph[sampler_node]["inputs"].update(positive=["32", 0], negative=["32", 1])
     return graph
 
 
@@ -134,6 +134,16 @@ def test_controlnet_steers_the_frames_after_frame_0_and_never_frame_0(server):  
     assert (steered[1:] - plain[1:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3, "every other frame is steered"
     assert torch.equal(zero, plain), "strength 0 is no ControlNet"
     assert "missing controlnet keys" not in server.log_text()
+
+
+def test_the_lamp_sampler_honours_the_same_controlnet(server):  # noqa: F811
+    """LAMP Sampler (its own loop) and SamplerCustomAdvanced + LAMP MODEL give the same ControlNet-steered video."""
+    ours = run_latent(server, with_controlnet(native(base_graph(seed=29), ["1", 0], "cn_native"), 0.8))
+    plain = run_latent(server, lamp_sampler(base_graph(seed=29), "cn_plain_sampler"), "12")
+    theirs = run_latent(server, with_controlnet(lamp_sampler(base_graph(seed=29), "cn_sampler"), 0.8, "11"), "12")
+    assert (theirs[1:] - plain[1:]).abs().max() > 1e-3, "the LAMP Sampler ignored the ControlNet"
+    assert (ours - theirs).abs().max() <= 1e-4, float((ours - theirs).abs().max())
+    assert torch.equal(theirs[0], plain[0])
 
 
 def test_context_windows_run_a_longer_video_with_frame_0_in_every_window(server):  # noqa: F811

@@ -237,3 +237,43 @@ def test_lamp_ddim_sampler_function_keeps_frame_0_and_control_moves_the_rest(par
     want = sample_video(lamp, first.transpose(0, 1)[None], torch.zeros(1, 7, 16), None,
                         make_raw_noise(9, (1, 4, 4, 8, 8)), steps=6, guidance_scale=1.0)
     torch.testing.assert_close(plain, want[0].transpose(0, 1), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- LAMP Sampler
+class FakeControl:
+    """A ComfyUI ControlNet in miniature: residuals from the (k-scale) input, recorded calls."""
+
+    shapes = [(16, 8, 8), (16, 8, 8), (16, 4, 4), (32, 4, 4)]
+
+    def __init__(self, scale):
+        self.scale, self.calls = scale, []
+
+    def get_control(self, x, sigma, cond, batched, options):
+        self.calls.append((tuple(x.shape), float(sigma[0]), batched, tuple(cond["c_crossattn"].shape)))
+        level = x.mean(dim=(1, 2, 3), keepdim=True) * self.scale
+        return {"output": [level.expand(x.shape[0], *s).clone() for s in self.shapes],
+                "middle": [level.expand(x.shape[0], 32, 4, 4).clone()], "input": []}
+
+
+def test_lamp_sampler_unet_feeds_each_prompts_controlnet_through_the_mapping(parts):
+    from lamp_model.sigma_sampling import sigma_of_alpha, _alphas_cumprod
+    from nodes.control import ControlledUNet
+
+    _, lamp, _, _ = parts
+    sampling = type("Sampling", (), {"sigmas": sigma_of_alpha(_alphas_cumprod()).float()})()
+    torch.manual_seed(10)
+    x, ctx, t = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 7, 16), torch.tensor(401)
+    shared = FakeControl(0.5)
+    got = ControlledUNet(lamp, shared, shared, sampling)(x, t, ctx)
+    assert shared.calls == [((6, 4, 8, 8), pytest.approx(float(sampling.sigmas[401])), 2, (6, 7, 16))]
+    k_in = x.transpose(1, 2).reshape(6, 4, 8, 8) * math.sqrt(1 + float(sampling.sigmas[401]) ** 2)
+    down, mid = control_residuals(FakeControl(0.5).get_control(k_in, torch.ones(6), {"c_crossattn": ctx}, 2, {}), 2, 3)
+    torch.testing.assert_close(got, lamp(x, t, ctx, down_block_additional_residuals=down,
+                                         mid_block_additional_residual=mid), atol=1e-6, rtol=0)
+    only_cond = ControlledUNet(lamp, FakeControl(0.5), None, sampling)(x, t, ctx)
+    plain = lamp(x, t, ctx)
+    assert torch.equal(only_cond[0], ControlledUNet(lamp, FakeControl(0.5), None, sampling)(x, t, ctx)[0])
+    torch.testing.assert_close(only_cond[0], plain[0], atol=1e-6, rtol=0)  # the uncond video got no control
+    assert (only_cond[1] - plain[1]).abs().max() > 1e-4
+    zero = ControlledUNet(lamp, FakeControl(0.0), FakeControl(0.0), sampling)(x, t, ctx)
+    assert torch.equal(zero, plain), "strength 0 is bit-identical to no ControlNet"

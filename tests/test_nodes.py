@@ -400,9 +400,11 @@ def test_sampler_bad_input(lamp_model, caplog):
         sampler.sample(lamp_model, cond(), cond(), latent, 42)
     with pytest.raises(ValueError, match="4-channel LATENT"):
         sampler.sample(lamp_model, cond(), cond(), {"samples": torch.zeros(3, 16, 8, 8)}, noise)
-    with caplog.at_level(logging.WARNING, logger="ComfyUI-LAMP"):
+    with pytest.raises(ValueError, match="needs an SD-1.5 ControlNet"):  # ControlNets are honoured, SD-1.x only
         sampler.sample(lamp_model, cond(extras={"control": object()}), cond(), latent, noise, steps=1)
-    assert "control" in caplog.text and "ignores" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="ComfyUI-LAMP"):
+        sampler.sample(lamp_model, cond(extras={"area": (8, 8, 0, 0)}), cond(), latent, noise, steps=1)
+    assert "area" in caplog.text and "ignores" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- colour match
