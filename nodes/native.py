@@ -57,6 +57,9 @@ class LampMotionPatch:
             shape = None if latent_image is None else tuple(latent_image.shape)
             raise ValueError(f"LAMP: the LATENT must hold a video [frames,4,h,w] with frames >= 2, got {shape}. "
                              "Use LAMP First Frame to make it.")
+        for conds in (getattr(guider, "conds", None) or {}).values():
+            for cond in conds or []:
+                host.check_sd1_control(cond.get("control") if isinstance(cond, dict) else None, "LAMP MODEL")
         pinned = _frame0_is_masked(denoise_mask, latent_image.shape[0])
         if not pinned and not self._warned:
             self._warned = True

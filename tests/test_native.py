@@ -277,3 +277,33 @@ def test_lamp_sampler_unet_feeds_each_prompts_controlnet_through_the_mapping(par
     assert (only_cond[1] - plain[1]).abs().max() > 1e-4
     zero = ControlledUNet(lamp, FakeControl(0.0), FakeControl(0.0), sampling)(x, t, ctx)
     assert torch.equal(zero, plain), "strength 0 is bit-identical to no ControlNet"
+
+
+def test_sd_xl_controlnets_are_refused_with_the_family_needed():
+    import nodes.host as host
+
+    class ControlLora:
+        control_model, previous_controlnet = None, None
+
+    class ControlNet:
+        previous_controlnet = None
+        control_model = type("XLControl", (), {"num_classes": "sequential", "model_channels": 320})()
+
+    class T2IAdapter:
+        previous_controlnet = None
+
+    for control, family in ((ControlLora(), "an SD-XL Control-LoRA"), (ControlNet(), "an SD-XL ControlNet"),
+                            (T2IAdapter(), "a T2I-Adapter")):
+        with pytest.raises(ValueError, match=f"carries {family}; .* needs an SD-1.5 ControlNet"):
+            host.check_sd1_control(control)
+    chained = ControlNet()
+    chained.previous_controlnet = ControlLora()
+    with pytest.raises(ValueError, match="SD-XL"):
+        host.check_sd1_control(chained)
+    host.check_sd1_control(None)  # no control: nothing to check
+
+    patch = LampMotionPatch(None, {})
+    guider = type("Guider", (), {"conds": {"positive": [{"control": ControlNet()}]}})()
+    latent = torch.zeros(3, 4, 8, 8)
+    with pytest.raises(ValueError, match="LAMP MODEL: the conditioning carries an SD-XL ControlNet"):
+        patch.sampler_sample(lambda *a: None, guider, torch.ones(3), {}, None, latent, latent, None, True)
