@@ -27,6 +27,7 @@ code (both make 16 frames only). The README's long-video table measures the stra
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -297,3 +298,31 @@ def match_histogram_long(frames: torch.Tensor, plan: LongVideoPlan, reference: s
         new = slice(start + (1 if j == 0 else plan.overlap), stop)
         out[new] = match_histogram(frames[new], out[start])
     return out
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def add_long_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The long-video flags shared by the CLIs that sample (``demo``, ``smoke``)."""
+    group = parser.add_argument_group("long videos (more frames than --segment-frames)")
+    group.add_argument("--long-strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
+                       help=f"how frames beyond one segment are made (default {DEFAULT_STRATEGY}; README: Long videos)")
+    group.add_argument("--segment-frames", type=int, default=TRAINED_FRAMES,
+                       help=f"frames per segment / window, frame one included (default {TRAINED_FRAMES})")
+    group.add_argument("--overlap", type=int, default=None,
+                       help="segments: frames shared with the previous segment (default 1, the pinned one); "
+                            "windows: frames shared by neighbouring windows (default 4)")
+    group.add_argument("--content-lock", action=argparse.BooleanOptionalAction, default=DEFAULT_CONTENT_LOCK,
+                       help="segments: frame-0 attention reads the original frame one in every segment")
+    group.add_argument("--color-reference", default=DEFAULT_COLOR_REFERENCE, choices=COLOR_REFERENCES,
+                       help="segments: colours of each segment taken from its first frame or from frame one")
+
+
+def long_video_options(args: argparse.Namespace, frames: int) -> tuple[LongVideoPlan, dict[str, Any]]:
+    """The plan of a ``frames``-frame video and the keyword arguments of :func:`sample_long_video` from
+    :func:`add_long_video_arguments`'s flags; a bad value is one clear ``ValueError`` before any work."""
+    try:
+        plan = plan_long_video(frames, args.long_strategy, args.segment_frames, args.overlap)
+    except ValueError as e:
+        raise ValueError(f"--frames/--long-strategy/--segment-frames/--overlap: {e}") from None
+    return plan, {"strategy": plan.strategy, "segment_frames": plan.segment_frames, "overlap": plan.overlap,
+                  "content_lock": args.content_lock, "color_reference": args.color_reference}

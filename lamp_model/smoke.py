@@ -2,7 +2,8 @@
 
 Builds everything in code (nothing is downloaded): a tiny LAMP UNet with non-trivial motion layers, a tiny
 random diffusers ``AutoencoderKL`` (8× down-sampling like SD's VAE) and random text embeddings. Then it runs
-the real pipeline: VAE-encode a synthetic first frame → :func:`~lamp_model.sampling.sample_video` (shared
+the real pipeline: VAE-encode a synthetic first frame → :func:`~lamp_model.sampling.sample_video` (or, for
+``--frames`` above ``--segment-frames``, :func:`~lamp_model.long_video.sample_long_video`) (shared
 noise, pinned frame 0, CFG, AdaIN) → VAE-decode → histogram matching to frame 0 → GIF, MP4 and a PNG strip.
 The pictures are meaningless (random weights); the run proves that the parts fit together and the outputs
 open. Prints the file paths and the time of each stage.
@@ -50,11 +51,16 @@ def synthetic_first_frame(size: int = 128) -> torch.Tensor:
     return torch.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y, 0.8 - 0.5 * x * y]).clamp(0, 1) * (1 - disc) + disc * 0.95
 
 
-def run(out_dir: Path, frames: int = 8, steps: int = 10, seed: int = 0, size: int = 128) -> dict[str, Path]:
-    """Run the smoke pipeline, write ``lamp_smoke.gif/.mp4/_strip.png`` into ``out_dir``; returns the paths."""
+def run(out_dir: Path, frames: int = 8, steps: int = 10, seed: int = 0, size: int = 128,
+        long: dict | None = None) -> dict[str, Path]:
+    """Run the smoke pipeline, write ``lamp_smoke.gif/.mp4/_strip.png`` into ``out_dir``; returns the paths.
+
+    ``long``: keyword arguments of :func:`~lamp_model.long_video.sample_long_video` (strategy, segment_frames,
+    overlap, content_lock, color_reference) for videos longer than a segment; ``None`` = its defaults.
+    """
+    from .long_video import (DEFAULT_STRATEGY, TRAINED_FRAMES, match_histogram_long, plan_long_video,
+                             sample_long_video)
     from .noise import make_raw_noise
-    from .postprocess import match_histogram
-    from .sampling import sample_video
     from .video_io import write_strip, write_video
 
     if frames < 2 or steps < 1 or size % 8:
@@ -75,8 +81,12 @@ def run(out_dir: Path, frames: int = 8, steps: int = 10, seed: int = 0, size: in
         cond, uncond = torch.randn(1, 77, dim, generator=g), 0.5 * torch.randn(1, 77, dim, generator=g)
         noise = make_raw_noise(seed + 2, (1, 4, frames, size // 8, size // 8))
         start = time.perf_counter()
-        latents = sample_video(unet, first, cond, uncond, noise, steps=steps)
-        timings[f"sample_video ({steps} steps, {frames} frames)"] = time.perf_counter() - start
+        long = dict(long or {})
+        plan = plan_long_video(frames, long.get("strategy", DEFAULT_STRATEGY),
+                               long.get("segment_frames", TRAINED_FRAMES), long.get("overlap"))
+        latents = sample_long_video(unet, first, cond, uncond, noise, steps=steps, **long)
+        what = "sample_video" if plan.single else f"sample_long_video, {len(plan.spans)} {plan.strategy}"
+        timings[f"{what} ({steps} steps, {frames} frames)"] = time.perf_counter() - start
 
         start = time.perf_counter()
         video = vae.decode(latents[0].transpose(0, 1) / LATENT_SCALE).sample                 # [F,3,H,W]
@@ -84,7 +94,7 @@ def run(out_dir: Path, frames: int = 8, steps: int = 10, seed: int = 0, size: in
         timings["vae decode"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    video = torch.cat([video[:1], match_histogram(video[1:], video[0])])
+    video = match_histogram_long(video, plan, long.get("color_reference", "original"))
     timings["histogram matching"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -111,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="video length (>= 2)")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
+    from .long_video import add_long_video_arguments, long_video_options
+    add_long_video_arguments(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -118,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         as_int("--steps", args.steps, 1, 1000)
         as_int("--seed", args.seed, 0)
         writable_dir(args.out, "--out")
+        _, long = long_video_options(args, args.frames)
         total = time.perf_counter()
-        run(args.out, frames=args.frames, steps=args.steps, seed=args.seed)
+        run(args.out, frames=args.frames, steps=args.steps, seed=args.seed, long=long)
         print(f"smoke OK in {time.perf_counter() - total:.2f} s")
         return 0
 

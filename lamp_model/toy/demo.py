@@ -1,6 +1,7 @@
 """``python -m lamp_model demo``: LAMP end to end on a CPU in seconds, with the shipped toy weights.
 
     python -m lamp_model demo --motion right --prompt "a blue triangle" [--out DIR] [--image first.png]
+    python -m lamp_model demo --motion right --frames 64 --long-strategy segments|windows   # a long video
 
 Renders a first frame of the prompt (or takes ``--image``, resized to 32x32), animates it with the
 learned motion through the engine's real sampler (shared noise, pinned frame 0, AdaIN, DDIM with
@@ -8,6 +9,10 @@ guidance 12.5) and histogram matching, and writes an animated GIF (or WebP / MP4
 strip PNG, both upscaled 4x. Nothing is downloaded: the tiny stage-1 UNet, its text encoder and one
 motion file per motion live in ``lamp_model/toy/weights`` (``python -m lamp_model.toy.build_weights``
 regenerates them). Prints the paths, what the tracker measured, and the time taken.
+
+With ``--frames`` above 16 the video is a long one (:mod:`lamp_model.long_video`, ``--long-strategy``):
+for ``right`` / ``down`` the canvas is widened along the motion (:func:`~lamp_model.toy.long_eval.long_canvas`)
+so the shape can keep moving, and the tracker reports every 16-frame chunk.
 """
 from __future__ import annotations
 
@@ -19,19 +24,24 @@ import torch
 
 from ..checks import as_float, as_int, writable_dir
 from ..cli import ArgumentParser, run_command
+from ..long_video import add_long_video_arguments, long_video_options
 from . import tracking, world
+from .long_eval import long_canvas, score_video
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
 from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
 
 _UNITS = {"right": "px to the right", "down": "px down", "grow": "x its area", "rotate": "degrees clockwise"}
 
 
-def first_frame(motion: str, prompt: str, seed: int, image: Path | None) -> tuple[torch.Tensor, str]:
-    """The first frame ``[1, 3, 32, 32]`` (rendered from the prompt, or read from ``image``) and its shape."""
+def first_frame(motion: str, prompt: str, seed: int, image: Path | None,
+                frames: int = world.FRAMES) -> tuple[torch.Tensor, str]:
+    """The first frame ``[1, 3, H, W]`` (rendered from the prompt, or read from ``image`` and resized to the
+    canvas) and its shape; 32x32, or the long-video canvas of ``frames`` frames."""
     colour, shape = world.parse_caption(prompt)
+    height, width = long_canvas(motion, frames)
     if image is None:
         scene = world.start_scene(motion, np.random.default_rng([seed, 5]), shape, colour)
-        return world.render([scene]), shape
+        return world.render([scene], height, width), shape
     from PIL import Image
 
     from ..data import resize_frame
@@ -40,7 +50,7 @@ def first_frame(motion: str, prompt: str, seed: int, image: Path | None) -> tupl
         raise FileNotFoundError(f"--image {image}: file not found")
     try:
         with Image.open(image) as img:
-            rgb = resize_frame(img, world.SIZE, world.SIZE)
+            rgb = resize_frame(img, width, height)
     except OSError as err:  # PIL's UnidentifiedImageError is an OSError
         raise ValueError(f"--image {image}: not a readable picture ({type(err).__name__}); give a PNG or JPEG "
                          "file") from None
@@ -62,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                          "statistics back to frame 0's and so undoes a change of size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
+    ap.add_argument("--frames", type=int, default=world.FRAMES,
+                    help=f"video length (default {world.FRAMES}, what the motions were trained on; more makes a "
+                         "long video, e.g. 64)")
+    add_long_video_arguments(ap)
     args = ap.parse_args(argv)
     return run_command(lambda: _demo(args))
 
@@ -70,7 +84,9 @@ def _demo(args: argparse.Namespace) -> int:
     as_int("--steps", args.steps, 1, 1000, hint=f"the toy default is {TOY_SAMPLING_STEPS}")
     as_float("--guidance", args.guidance, 0.0, hint=f"the toy default is {TOY_GUIDANCE}")
     as_int("--seed", args.seed, 0)
-    frame, shape = first_frame(args.motion, args.prompt, args.seed, args.image)
+    as_int("--frames", args.frames, 2, 1024, hint=f"the motions were trained on {world.FRAMES}")
+    plan, long_options = long_video_options(args, args.frames)
+    frame, shape = first_frame(args.motion, args.prompt, args.seed, args.image, args.frames)
     writable_dir(args.out, "--out")
     clock = Stopwatch()
     unet = load_motion_unet(args.motion, args.weights)
@@ -78,12 +94,19 @@ def _demo(args: argparse.Namespace) -> int:
     text_encoder.tokenize(args.prompt)  # a clear error for unknown words before any work
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
                     options=SamplingOptions(steps=args.steps, guidance_scale=args.guidance,
-                                            adain=not args.no_adain))[0]
+                                            adain=not args.no_adain, frames=args.frames,
+                                            long_strategy=None if plan.single else plan.strategy,
+                                            long_options={k: v for k, v in long_options.items()
+                                                          if k != "strategy" and not plan.single}))[0]
     stem = args.out / f"{args.motion}_{args.prompt.strip().lower().replace(' ', '_')}"
     path, strip = save_video(video, stem, args.format)
+    print(f"video: {path}\nstrip: {strip}")
+    if not plan.single:
+        _report_long(video, shape, args.motion, plan)
+        print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
+        return 0
     track = tracking.track(video, shape)
     amount = tracking.motion_amount(track, args.motion)
-    print(f"video: {path}\nstrip: {strip}")
     print(f"tracked motion: {amount:.1f} {_UNITS[args.motion]} over {len(video)} frames "
           f"({'matches' if tracking.motion_ok(track, args.motion) else 'does NOT match'} '{args.motion}': "
           f"{tracking.CRITERIA[args.motion]})")
@@ -92,6 +115,22 @@ def _demo(args: argparse.Namespace) -> int:
               "which undoes growth; try --no-adain (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
     return 0
+
+
+def _report_long(video: torch.Tensor, shape: str, motion: str, plan) -> None:
+    """Per-chunk tracking of a long video (translations; other motions get the whole-video amount)."""
+    print(f"long video: {plan.frames} frames as {len(plan.spans)} {plan.strategy} of {plan.segment_frames} "
+          f"(overlap {plan.overlap})")
+    if motion not in ("right", "down"):
+        amount = tracking.motion_amount(tracking.track(video, shape), motion)
+        print(f"tracked motion over all frames: {amount:.1f} {_UNITS[motion]}")
+        return
+    figures = score_video(video, shape, motion)
+    speeds = ", ".join(f"{v:.2f}" for v in figures["speed"])
+    print(f"tracked: {figures['shift']:.1f} {_UNITS[motion]} in all (the motion continued: "
+          f"{world.SHIFT_PX / (world.FRAMES - 1) * (plan.frames - 1):.1f}); px/frame per 16-frame chunk: {speeds}; "
+          f"chunks matching '{motion}': {sum(figures['ok'])} of {len(figures['ok'])}; seam jump "
+          f"{figures['seam']:.2f} vs {figures['inside']:.2f} px/frame^2 inside")
 
 
 if __name__ == "__main__":

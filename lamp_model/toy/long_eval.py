@@ -4,7 +4,7 @@
 (``--from-json F1 F2 ...`` prints one table merged from runs made in parallel.)
 
 The translations (``right``, ``down``: 12 px per 15 frames, 0.8 px/frame) keep moving for 63 frames on a
-canvas widened along the motion (32 x :data:`LONG_SIDE` px; the shipped weights are unchanged: the toy UNet is
+canvas widened along the motion (32 x 72 px, :func:`long_canvas`; the shipped weights are unchanged: the toy UNet is
 convolutional and its attention has no positions, and the ``wide16`` row checks that 16-frame accuracy
 survives the wider canvas). Every video is cut into the chunks of a 16-frame ``segments`` plan (frames 0-15,
 15-30, 30-45, 45-60, then 60-63) whatever strategy made it, and tracked (:mod:`lamp_model.toy.tracking`):
@@ -31,13 +31,19 @@ import torch
 from ..long_video import plan_long_video
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
-from .stage3 import SamplingOptions, animate, load_motion_unet, save_video
+from .stage3 import TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
 
 FRAMES = 64
-#: Canvas length along the motion: room for 63 frames x 0.8 px from the farthest start (start <= 10.75 px,
-#: reach <= 9.3 px) = 70.4 px, rounded up to a multiple of 4 (the codec halves it, the UNet halves again).
-LONG_SIDE = 72
 MOTIONS = ("right", "down")
+
+
+def long_canvas(motion: str, frames: int) -> tuple[int, int]:
+    """(height, width) of a ``frames``-frame toy video: 32x32 up to 16 frames (and for grow / rotate); for
+    ``right`` (``down``) widened to the right (downwards) by the extra travel at 0.8 px/frame, rounded up to a
+    multiple of 4 (the codec halves it, the UNet halves again): 32 x 72 px for 64 frames."""
+    extra = max(0, frames - world.FRAMES) * world.SHIFT_PX / (world.FRAMES - 1)
+    side = world.SIZE + 4 * math.ceil(extra / 4)
+    return {"right": (world.SIZE, side), "down": (side, world.SIZE)}.get(motion, (world.SIZE, world.SIZE))
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,6 @@ ROWS = {
 }
 
 
-def canvas(motion: str) -> tuple[int, int]:
-    """(height, width) of the long-video canvas: widened to the right for ``right``, downwards for ``down``."""
-    return (world.SIZE, LONG_SIDE) if motion == "right" else (LONG_SIDE, world.SIZE)
-
-
 def continued(scene: world.Scene, motion: str, frames: int = FRAMES) -> list[world.Scene]:
     """Ground truth of a long video: the 16-frame translation continued at the same speed (0.8 px/frame)."""
     step = world.SHIFT_PX / (world.FRAMES - 1)
@@ -80,9 +81,9 @@ def _slice(tr: tracking.Track, start: int, stop: int) -> tracking.Track:
                                                                    "alpha")))
 
 
-def score_video(video: torch.Tensor, scene: world.Scene, motion: str) -> dict:
-    """Per-video figures (see the module docstring) of frames ``[F, 3, H, W]``."""
-    tr = tracking.track(video, scene.shape)
+def score_video(video: torch.Tensor, shape: str, motion: str) -> dict:
+    """Per-video figures (see the module docstring) of frames ``[F, 3, H, W]`` showing a ``shape``."""
+    tr = tracking.track(video, shape)
     chunks = plan_long_video(len(video), "segments").spans
     full = [c for c in chunks if c[1] - c[0] == world.FRAMES]
     along = tr.cx if motion == "right" else tr.cy
@@ -116,12 +117,12 @@ def summarise(per_video: list[dict]) -> dict:
 
 
 def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, seed: int = 0,
-             strips: Path | None = None, log=print) -> dict:
+             strips: Path | None = None, steps: int = TOY_SAMPLING_STEPS, log=print) -> dict:
     text_encoder = load_text_encoder(weights_dir)
     results: dict[str, dict] = {r: {} for r in rows}
     for motion in motions:
         scenes = world.unseen_first_frames(motion, n, seed=seed)
-        height, width = canvas(motion)
+        height, width = long_canvas(motion, FRAMES)
         first = world.render(scenes, size=height, width=width)
         unet = load_motion_unet(motion, weights_dir)
         for key in rows:
@@ -130,9 +131,10 @@ def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, see
                 videos = torch.stack([codec.decode(codec.encode(world.render(continued(s, motion), height, width)))
                                       for s in scenes])
             else:
-                options = SamplingOptions(frames=row.frames, long_strategy=row.strategy, long_options=row.options)
+                options = SamplingOptions(steps=steps, frames=row.frames, long_strategy=row.strategy,
+                                          long_options=row.options)
                 videos = animate(unet, text_encoder, first, [s.caption for s in scenes], seed=seed, options=options)
-            cell = summarise([score_video(v, s, motion) for v, s in zip(videos, scenes)])
+            cell = summarise([score_video(v, s.shape, motion) for v, s in zip(videos, scenes)])
             cell["seconds"] = round(clock(), 1)
             results[key][motion] = cell
             if strips is not None:
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--n", type=int, default=6, help="unseen first frames per motion")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps (toy default 20)")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--strips", type=Path, default=None, help="also write the first video of each cell here")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
@@ -181,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         return 0
     clock = Stopwatch()
-    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips)
+    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips, args.steps)
     print()
     print(table(results))
     print(f"\nlong_eval: {args.n} unseen first frames per motion, total {clock():.0f} s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "steps": args.steps, "results": results},
+                                        indent=1))
     return 0
 
 
