@@ -106,7 +106,7 @@ class FirstFrameBank:
 
     def exchange(self, block: nn.Module, first: torch.Tensor) -> torch.Tensor:
         if self.mode == "record":
-            self.tokens[id(block)] = first
+            self.tokens[id(block)] = first.clone()  # a copy: a view would keep every frame's tokens alive
             return first
         stored = self.tokens.get(id(block))
         if stored is None or stored.shape != first.shape:
