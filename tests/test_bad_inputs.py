@@ -534,7 +534,7 @@ def test_sampler_nan_message_names_the_dtype_actually_used(lamp_model, monkeypat
     from nodes.sampler import LampSampler
     from nodes.shared_noise import LampSharedNoise
 
-    monkeypatch.setattr(sampling, "sample_video", lambda *a, **k: torch.full((1, 4, 4, 4, 4), NAN))
+    monkeypatch.setattr(sampling.DenoiseLoop, "_predict_noise", lambda self, x, t: torch.full_like(x, NAN))
     with pytest.raises(FloatingPointError) as err:
         LampSampler().sample(lamp_model, cond(), cond(seed=1), first_frame_latent(), LampSharedNoise().make(0, 0.2)[0],
                              steps=2, dtype="fp32")

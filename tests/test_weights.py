@@ -264,7 +264,7 @@ def test_convert_cli(fixtures, tmp_path, capsys):
     assert len(tensors) == 388 and meta["prompt"] == "tiny" and all(t.dtype == torch.float16 for t in tensors.values())
     assert main(["convert", str(fixtures / "unet"), str(out), "--fp32"]) == 0
     assert all(t.dtype == torch.float32 for t in W.read_motion(out)[0].values())
-    assert main(["convert", str(out), str(tmp_path / "again.safetensors")]) == 1
+    assert main(["convert", str(out), str(tmp_path / "again.safetensors")]) == 2  # one "error:" line, exit 2
     assert "already a LAMP motion file" in capsys.readouterr().err
 
 
