@@ -183,3 +183,35 @@ def test_cancel_stops_the_native_path_and_the_server_stays_usable(server):  # no
     assert "execution_interrupted" in [event for event, _ in history["status"]["messages"]]
     again = run_latent(server, native(base_graph(seed=23), ["1", 0], "after_cancel"))
     assert torch.isfinite(again).all()
+
+
+def _write_source_video(path, frames: int = 6) -> None:
+    """A small moving-square MP4 for LoadVideo."""
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 128, 64, "yuv420p"
+        for i in range(frames):
+            image = np.zeros((64, 128, 3), np.uint8)
+            image[16:48, 8 + 12 * i:40 + 12 * i] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("name", ["lamp_native_ksampler.json", "lamp_controlnet_video.json"])
+def test_native_workflows_run_end_to_end(server, name):  # noqa: F811
+    from test_comfyui_integration import _check_video, shrink, to_api, workflow
+    if name == "lamp_controlnet_video.json":
+        _write_source_video(server.base / "input" / "source.mp4")
+    prompt = shrink(to_api(workflow(name), server.object_info))
+    for node in prompt.values():
+        if node["class_type"] == "LAMP_ApplyMotion":
+            node["inputs"]["motion_file"] = MOTION
+        elif node["class_type"] == "LAMP_DDIMSigmas":
+            node["inputs"]["steps"] = 2
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "success", json.dumps(history["status"], indent=1)[-3000:]
+    _check_video(server, history, prompt, frames=4)

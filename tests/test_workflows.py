@@ -73,6 +73,13 @@ CORE = {
                                                    "extensions": (".mp4", ".webm", ".mov", ".mkv", ".gif")})}},
                   ("VIDEO",), None),
     "GetVideoComponents": ({"required": {"video": ("VIDEO",)}}, ("IMAGE", "AUDIO", "FLOAT"), ("images", "audio", "fps")),
+    "ImageFromBatch": ({"required": {"image": ("IMAGE",), "batch_index": ("INT", {"min": 0, "max": 4095}),
+                                     "length": ("INT", {"min": 1, "max": 4096})}}, ("IMAGE",), None),
+    "CFGGuider": ({"required": {"model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                                "cfg": ("FLOAT", {"min": 0.0, "max": 100.0})}}, ("GUIDER",), None),
+    "SamplerCustomAdvanced": ({"required": {"noise": ("NOISE",), "guider": ("GUIDER",), "sampler": ("SAMPLER",),
+                                            "sigmas": ("SIGMAS",), "latent_image": ("LATENT",)}},
+                              ("LATENT", "LATENT"), ("output", "denoised_output")),
 }
 OUTPUT_NODES = {"PreviewImage", "SaveAnimatedWEBP", "SaveVideo"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "FILES"}
@@ -212,15 +219,63 @@ def test_sdxl_and_sd15_parts_are_not_mixed():
         for _, src, _, dst, _, _ in wf["links"]:
             consumers.setdefault(src, set()).add(nodes[dst]["type"])
         producer = {(dst, slot): nodes[src] for _, src, _, dst, slot, _ in wf["links"]}
+        # the native path: everything downstream of LAMP Apply Motion samples with the SD-1.5 LAMP MODEL
+        native = {n["id"] for n in wf["nodes"] if n["type"] == "LAMP_ApplyMotion"}
+        grew = True
+        while grew:
+            more = {dst for _, src, _, dst, _, _ in wf["links"] if src in native} - native
+            native |= more
+            grew = bool(more)
+        targets = {n["id"] for n in wf["nodes"] if n["type"] in ("LAMP_Sampler", "LAMP_InvertVideo")} | native
+        succ = {}
+        for _, src, _, dst, _, _ in wf["links"]:
+            succ.setdefault(src, set()).add(dst)
+
+        def reaches_lamp(node_id: int) -> bool:  # directly, or through a ControlNetApplyAdvanced
+            return any(d in targets or (nodes[d]["type"] == "ControlNetApplyAdvanced" and succ.get(d, set()) & targets)
+                       for d in succ.get(node_id, set()))
+
         for _, src, _, dst, _, kind in wf["links"]:
             if nodes[src]["type"] != "CheckpointLoaderSimple":
                 continue
             ckpt, user = nodes[src]["widgets_values"][0].lower(), nodes[dst]
             feeds = consumers.get(dst, set())
-            decodes_lamp = user["type"] == "VAEDecode" and producer[(dst, 0)]["type"] == "LAMP_Sampler"
-            lamp_side = user["type"].startswith("LAMP_") or bool({"LAMP_Sampler", "LAMP_InvertVideo"} & feeds) or decodes_lamp
+            decodes_lamp = user["type"] == "VAEDecode" and (producer[(dst, 0)]["type"] == "LAMP_Sampler"
+                                                            or producer[(dst, 0)]["id"] in native)
+            lamp_side = user["type"].startswith("LAMP_") or bool({"LAMP_Sampler", "LAMP_InvertVideo"} & feeds) \
+                or decodes_lamp or dst in native or reaches_lamp(dst)
             where = f"{path.name}: {kind} of {ckpt} -> {user['type']} {user['id']}"
             assert ("xl" in ckpt) != lamp_side, where
+
+
+def test_the_native_workflows_sample_with_a_lamp_model():
+    """lamp_native_ksampler: SD-XL frame one → LAMP Apply Motion → KSampler; lamp_controlnet_video: Canny of every
+    source frame → SD-1.5 ControlNet on the LAMP prompts → SamplerCustomAdvanced with LAMP DDIM."""
+    by_name = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in WORKFLOWS}
+    tail = {"LAMP_ApplyMotion", "LAMP_FirstFrame", "VAEDecode", "LAMP_ColorMatch", "SaveAnimatedWEBP", "SaveVideo"}
+    for name, extra in {"lamp_native_ksampler.json": {"KSampler", "EmptyLatentImage"},
+                        "lamp_controlnet_video.json": {"LoadVideo", "GetVideoComponents", "Canny", "ControlNetLoader",
+                                                       "ControlNetApplyAdvanced", "SamplerCustomAdvanced", "CFGGuider",
+                                                       "LAMP_DDIMSampler", "LAMP_DDIMSigmas", "LAMP_SharedNoise"}}.items():
+        wf = by_name[name]
+        nodes = {n["id"]: n for n in wf["nodes"]}
+        types = {n["type"] for n in wf["nodes"]}
+        assert tail | extra <= types, f"{name} lacks {sorted((tail | extra) - types)}"
+        assert "LAMP_Sampler" not in types and "LAMP_LoadMotion" not in types, "the native path only"
+        apply = next(n for n in wf["nodes"] if n["type"] == "LAMP_ApplyMotion")
+        fed = {nodes[dst]["type"] for _, src, _, dst, _, _ in wf["links"] if src == apply["id"]}
+        assert fed <= {"KSampler", "CFGGuider"} and fed, f"{name}: the LAMP MODEL feeds {fed}"
+    wf = by_name["lamp_controlnet_video.json"]
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    cn = [n for n in wf["nodes"] if n["type"] == "ControlNetLoader"]
+    sd15_cn = next(n for n in cn if "sd15" in n["widgets_values"][0])
+    assert any("xl" in n["widgets_values"][0] or "lora" in n["widgets_values"][0] for n in cn), "SD-XL edit of frame one"
+    apply = next(nodes[dst] for _, src, _, dst, _, _ in wf["links"] if src == sd15_cn["id"])
+    hint = next(nodes[src] for _, src, _, dst, slot, _ in wf["links"] if dst == apply["id"] and slot == 3)
+    source = next(nodes[src] for _, src, _, dst, _, _ in wf["links"] if dst == hint["id"])
+    assert hint["type"] == "Canny" and source["type"] == "GetVideoComponents", "one hint per source frame"
+    sigmas = next(n for n in wf["nodes"] if n["type"] == "LAMP_DDIMSigmas")
+    assert sigmas["widgets_values"] == [50], "the official 50 steps"
 
 
 def test_workflow_files_are_up_to_date():

@@ -170,10 +170,16 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     g.link(neg, "CONDITIONING", sampler, "negative")
     g.link(first, "latent", sampler, "latent")
     g.link(*noise, sampler, "noise")
-    below = 40 + SAMPLER_HEIGHT + 40  # under the sampler and its preview
+    video_outputs(g, x, 40 + SAMPLER_HEIGHT + 40, (sampler, "latent"), sd15)  # under the sampler and its preview
+    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 980), "#3f789e")
+
+
+def video_outputs(g: Graph, x: int, below: int, latent: tuple[dict, str], sd15: dict) -> None:
+    """VAE Decode (SD-1.5 VAE) → LAMP Color Match → animated WEBP and MP4, at column x + 740 (from ``below``)
+    and x + 1100. ``latent``: (node, output) of the video LATENT."""
     decode = g.node("VAEDecode", (x + 740, below), inputs=[("samples", "LATENT"), ("vae", "VAE")],
                     outputs=[("IMAGE", "IMAGE")], size=(220, 50))
-    g.link(sampler, "latent", decode, "samples")
+    g.link(*latent, decode, "samples")
     g.link(sd15, "VAE", decode, "vae")
     match = g.node("LAMP_ColorMatch", (x + 740, below + 90), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
                    outputs=[("images", "IMAGE")], widgets=["histogram", 1.0], size=(320, 110))
@@ -187,7 +193,6 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     save = g.node("SaveVideo", (x + 1100, 620), inputs=[("video", "VIDEO")],
                   widgets=["video/LAMP", "auto", "auto"], size=(360, 300))
     g.link(video, "VIDEO", save, "video")
-    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 980), "#3f789e")
 
 
 def text_to_video() -> Graph:
@@ -269,6 +274,119 @@ def long_video() -> Graph:
     return g
 
 
+SD15_CANNY = "control_v11p_sd15_canny.safetensors"
+
+
+def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str, frames: int = 16,
+                 sampler: str = "ksampler", control_images: Optional[tuple[dict, str]] = None) -> None:
+    """The native path: SD-1.5 checkpoint → LAMP Apply Motion (a LAMP MODEL) → ComfyUI's own sampling.
+
+    ``sampler``: "ksampler" (core KSampler, any sampler/scheduler; not the paper's schedule) or "lamp_ddim"
+    (SamplerCustomAdvanced + LAMP DDIM Sampler + LAMP DDIM Sigmas + LAMP Shared Noise: the official loop).
+    ``control_images``: (node, output) of a hint batch (one image per frame) for an SD-1.5 ControlNet on the
+    LAMP prompts."""
+    sd15 = checkpoint(g, (x, 40), SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
+    motion = g.node("LAMP_ApplyMotion", (x, 180), inputs=[("model", "MODEL")], outputs=[("model", "MODEL")],
+                    widgets=[MOTION], title="LAMP Apply Motion (a LAMP MODEL for ComfyUI's samplers)", size=(340, 80))
+    g.link(sd15, "MODEL", motion, "model")
+    pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
+    neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
+    positive, negative = (pos, "CONDITIONING"), (neg, "CONDITIONING")
+    if control_images is not None:
+        cn = g.node("ControlNetLoader", (x, 630), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SD15_CANNY],
+                    title="SD-1.5 Canny ControlNet (every frame)", size=(340, 60))
+        apply = g.node("ControlNetApplyAdvanced", (x, 730),
+                       inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                               ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")],
+                       outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                       widgets=[0.7, 0.0, 1.0], title="Apply ControlNet (one hint per frame)", size=(340, 190))
+        g.link(pos, "CONDITIONING", apply, "positive")
+        g.link(neg, "CONDITIONING", apply, "negative")
+        g.link(cn, "CONTROL_NET", apply, "control_net")
+        g.link(*control_images, apply, "image")
+        positive, negative = (apply, "positive"), (apply, "negative")
+    first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
+                   outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
+                   widgets=[512, 320, frames, "stretch"], size=(320, 180))
+    g.link(frame_one, frame_output, first, "image")
+    g.link(sd15, "VAE", first, "vae")
+    if sampler == "ksampler":
+        ks = g.node("KSampler", (x + 740, 40),
+                    inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                            ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")],
+                    widgets=[42, "fixed", 30, 7.5, "dpmpp_2m", "karras", 1.0],
+                    title="KSampler (any sampler; the LATENT's noise mask keeps frame one)", size=(320, 262))
+        g.link(motion, "model", ks, "model")
+        g.link(*positive, ks, "positive")
+        g.link(*negative, ks, "negative")
+        g.link(first, "latent", ks, "latent_image")
+        latent = (ks, "LATENT")
+    else:
+        noise = g.node("LAMP_SharedNoise", (x + 380, 260), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+                       size=(320, 110))
+        guider = g.node("CFGGuider", (x + 380, 410),
+                        inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                        outputs=[("GUIDER", "GUIDER")], widgets=[12.5], size=(320, 100))
+        g.link(motion, "model", guider, "model")
+        g.link(*positive, guider, "positive")
+        g.link(*negative, guider, "negative")
+        ddim = g.node("LAMP_DDIMSampler", (x + 380, 550), outputs=[("sampler", "SAMPLER")], widgets=[True],
+                      size=(320, 60))
+        sigmas = g.node("LAMP_DDIMSigmas", (x + 380, 650), outputs=[("sigmas", "SIGMAS")], widgets=[50],
+                        size=(320, 60))
+        ks = g.node("SamplerCustomAdvanced", (x + 740, 40),
+                    inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                            ("latent_image", "LATENT")],
+                    outputs=[("output", "LATENT"), ("denoised_output", "LATENT")],
+                    title="SamplerCustomAdvanced (LAMP DDIM: the paper's loop)", size=(320, 262))
+        g.link(noise, "noise", ks, "noise")
+        g.link(guider, "GUIDER", ks, "guider")
+        g.link(ddim, "sampler", ks, "sampler")
+        g.link(sigmas, "sigmas", ks, "sigmas")
+        g.link(first, "latent", ks, "latent_image")
+        latent = (ks, "output")
+    video_outputs(g, x, 342, latent, sd15)
+    g.group("LAMP, native: LAMP Apply Motion → ComfyUI's own sampling (SD-1.5)", (x - 20, -40, 1520, 980), "#3f789e")
+
+
+def native_ksampler() -> Graph:
+    """(f) SD-XL frame one → LAMP Apply Motion → core KSampler → decode → Color Match → save."""
+    g = Graph()
+    sdxl = checkpoint(g, (0, 40), SDXL_CKPT, "SD-XL checkpoint (frame one)")
+    pos = text(g, (0, 180), sdxl, "a horse runs on the beach at sunset, photo, highly detailed",
+               "Frame-one prompt (SD-XL)")
+    neg = text(g, (0, 340), sdxl, "blurry, low quality, watermark, text", "Frame-one negative (SD-XL)")
+    decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl, (0, 500))
+    g.group("Frame one (SD-XL)", (-20, -40, 740, 980), "#88aa88")
+    native_chain(g, 800, decode, "IMAGE", "a horse runs on the beach at sunset")
+    return g
+
+
+def controlnet_video() -> Graph:
+    """(g) A source video's motion outline steers LAMP: Canny of every source frame → SD-1.5 ControlNet on the
+    LAMP prompts; frame one is the source's first frame, restyled by SD-XL with a Canny ControlNet."""
+    g = Graph()
+    load = g.node("LoadVideo", (0, 40), outputs=[("VIDEO", "VIDEO")], widgets=["source.mp4", "image"],
+                  title="Source video (upload)", size=(340, 360))
+    parts = g.node("GetVideoComponents", (0, 440), inputs=[("video", "VIDEO")],
+                   outputs=[("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], size=(260, 90))
+    g.link(load, "VIDEO", parts, "video")
+    first = g.node("ImageFromBatch", (0, 570), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+                   widgets=[0, 1], title="The source's first frame", size=(260, 90))
+    g.link(parts, "images", first, "image")
+    hints = g.node("Canny", (0, 700), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+                   widgets=[0.4, 0.8], title="Canny of every source frame (the hints)", size=(320, 90))
+    g.link(parts, "images", hints, "image")
+    g.group("Source video", (-20, -40, 400, 880), "#a1309b")
+    decode = canny_sdxl_frame_one(g, 440, 40, (first, "IMAGE"),
+                                  "a horse made of gold runs, van gogh style painting, highly detailed")
+    g.group("Edited frame one (the source's first frame → Canny + ControlNet on SD-XL)", (420, -40, 1120, 1020),
+            "#88aa88")
+    native_chain(g, 1600, decode, "IMAGE", "a horse made of gold runs, van gogh style painting",
+                 sampler="lamp_ddim", control_images=(hints, "IMAGE"))
+    return g
+
+
 def train_workflow() -> Graph:
     """Few-shot training in chunks: Train Init → Train Steps (loss plot) → Validate / Save Motion."""
     g = Graph()
@@ -314,6 +432,8 @@ WORKFLOWS = {
     "lamp_train.json": train_workflow,
     "lamp_video_edit.json": video_edit,
     "lamp_long_video.json": long_video,
+    "lamp_native_ksampler.json": native_ksampler,
+    "lamp_controlnet_video.json": controlnet_video,
 }
 
 
