@@ -13,7 +13,7 @@ Public API (kept stable; the training nodes import it):
   :func:`check_interrupt`, :func:`interrupted`, :data:`Interrupted`
 - devices and memory: :func:`torch_device`, :func:`offload_device`, :func:`intermediate_device`,
   :func:`auto_dtype`, :func:`make_room`, :func:`free_memory`, :func:`empty_cache`,
-  :func:`patched_unet_state_dict`
+  :func:`patched_unet_state_dict`, :func:`unet_context_width`
 - messages on the node: :func:`node_result` (warnings shown on the node by ``web/lamp_messages.js``)
 - tests only: :func:`simulate_cancel`, :func:`configure_fallback`
 """
@@ -234,6 +234,16 @@ def patched_unet_state_dict(model: Any) -> dict[str, torch.Tensor]:
         _mm.load_models_gpu([model], force_full_load=True)
     unet = model.model.diffusion_model
     return {k: v.detach().to("cpu", copy=True) for k, v in unet.state_dict().items()}
+
+
+def unet_context_width(model: Any) -> Optional[int]:
+    """The text-context width of a ComfyUI MODEL's UNet, read from a cross-attention key's shape (nothing is
+    loaded or copied); None when it has no cross-attention."""
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not hasattr(unet, "state_dict"):
+        return None
+    return next((int(t.shape[1]) for name, t in unet.state_dict().items()  # references, no copies
+                 if name.endswith("attn2.to_k.weight") and t.ndim == 2), None)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -111,6 +111,14 @@ def _base_hints(model: Any) -> dict:
     return hints
 
 
+def _check_text_width(cond: torch.Tensor, model: Any) -> None:
+    """Refuse a CLIP whose embeddings do not fit the MODEL's text context, before any frame is encoded."""
+    width = host.unet_context_width(model)
+    if width is not None and cond.shape[-1] != width:
+        raise ValueError(f"LAMP Train Init: the CLIP gives {cond.shape[-1]}-wide embeddings but the MODEL needs {width} "
+                         "(SD-1.x CLIP-L: 768). Connect the CLIP of the same SD-1.x checkpoint.")
+
+
 def _loss_image(state: LampTrainState) -> torch.Tensor:
     _, train, _ = _engine()
     img = train.loss_plot(state.trainer.loss_history, title=f"LAMP {state.name}: loss per step")
@@ -213,6 +221,7 @@ class LampTrainInit:
         host.free_memory()  # unload ComfyUI's models: training needs the memory
         with torch.inference_mode(False):
             cond, uncond = _encode_text(clip, video_set.prompt), _encode_text(clip, "")
+            _check_text_width(cond, model)
             frames = sum(len(c.frames) for c in video_set.clips) * (2 if hflip else 1)
             bar = host.progress(frames)
             clips = data.encode_video_set(video_set, _vae_encoder(vae), hflip=hflip,

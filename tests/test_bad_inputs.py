@@ -23,6 +23,7 @@ from conftest import TINY_CONFIG
 from test_nodes import StubVAE, folders, lamp_model, make_model, motion_file, parts  # noqa: F401 (fixtures)
 from test_sampling import FakeUNet, _inputs, zero_eps
 from test_train_cli import common, run_inputs, tiny_sd  # noqa: F401 (fixtures)
+from test_train_nodes import init, world  # noqa: F401 (fixtures)
 
 from lamp_model import checks
 from lamp_model.postprocess import adain_latent, match_histogram
@@ -300,6 +301,27 @@ def test_weights_refuse_nonfinite_and_wrong_models(kind, message, lamp_unet, tmp
     assert not (tmp_path / "never.safetensors").exists()
 
 
+DATA_CASES = [  # (load_video_set arguments, VideoSetError text)
+    ({"n_frames": 1}, "n_frames=1: LAMP trains on at least 2 frames"),
+    ({"stride": 0}, "stride=0: must be 1 or more"),
+    ({"width": 30}, "training size 30x32: width and height must be positive multiples of 8"),
+    ({"root": "missing"}, "does not exist. Give a folder of 8-16 clips"),
+    ({"root": "empty"}, "holds no usable clip"),
+]
+
+
+@pytest.mark.parametrize("change,message", DATA_CASES, ids=[c[1][:25] for c in DATA_CASES])
+def test_data_loading_refuses(change, message, tmp_path):
+    from lamp_model.data import VideoSetError, load_video_set
+
+    (tmp_path / "empty").mkdir()
+    args = {"n_frames": 4, "stride": 1, "width": 32, "height": 32, **change}
+    root = tmp_path / args.pop("root", "empty")
+    with pytest.raises(VideoSetError) as err:
+        load_video_set(root, **args)
+    assert message in str(err.value)
+
+
 def test_trainer_refuses_embeddings_of_another_width(lamp_unet):
     from lamp_model.data import LatentClipSet
     from lamp_model.train import MotionTrainer
@@ -347,6 +369,20 @@ CLI_CASES = [  # (argv with {placeholders}, text of the one error line)
     (["convert", "{png}", "{tmp}/m.safetensors"], "red.png"),
     (["nonsense"], "unknown command 'nonsense'"),
 ]
+
+
+def test_read_only_out_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """A folder the user may not write (simulated: the tests run as root, which may write anywhere)."""
+    import tempfile
+
+    from lamp_model.__main__ import main
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    assert main(["smoke", "--out", str(tmp_path / "ro")]) == 2
+    assert f"--out '{tmp_path / 'ro'}' cannot be written (Permission denied)" in _one_error_line(capsys)
 
 
 def _fill(args, tmp_path, files):
@@ -539,6 +575,22 @@ def test_sampler_nan_message_names_the_dtype_actually_used(lamp_model, monkeypat
         LampSampler().sample(lamp_model, cond(), cond(seed=1), first_frame_latent(), LampSharedNoise().make(0, 0.2)[0],
                              steps=2, dtype="fp32")
     assert "float32 on cpu" in str(err.value) and "fp16 on this GPU" not in str(err.value)
+
+
+def test_train_init_refuses_a_clip_of_another_width_before_encoding(world, monkeypatch):  # noqa: F811
+    from lamp_model import data
+
+    class WideCLIP:
+        def tokenize(self, text):
+            return text
+
+        def encode_from_tokens(self, tokens):
+            return torch.zeros(1, 77, 2048)
+
+    monkeypatch.setattr(data, "encode_video_set", lambda *a, **k: pytest.fail("frames were encoded"))
+    world.clip = WideCLIP()
+    with pytest.raises(ValueError, match="the CLIP gives 2048-wide embeddings but the MODEL needs 16"):
+        init(world)
 
 
 def test_first_frame_batch_warning_reaches_the_node():
