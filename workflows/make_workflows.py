@@ -235,15 +235,15 @@ def video_edit() -> Graph:
     its first frame with Canny + ControlNet on SD-XL, and let LAMP re-animate the edit along the source's motion."""
     g = Graph()
     load = g.node("LoadVideo", (0, 40), outputs=[("VIDEO", "VIDEO")], widgets=["source.mp4", "image"],
-                  title="Source video (upload)", size=(340, 360))
-    parts = g.node("GetVideoComponents", (0, 440), inputs=[("video", "VIDEO")],
+                  title="Source video (upload)", size=(340, 300))
+    parts = g.node("GetVideoComponents", (0, 370), inputs=[("video", "VIDEO")],
                    outputs=[("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], size=(260, 90))
     g.link(load, "VIDEO", parts, "video")
-    g.group("Source video", (-20, -40, 400, 620), "#a1309b")
-    base = lamp_base(g, (440, 40))
+    g.group("Source video", (-20, -40, 400, 520), "#a1309b")
+    base = lamp_base(g, (0, 540))
     sd15 = base[0]
-    empty = text(g, (440, 310), sd15, "", "Inversion prompt: empty (official; SD-1.5 CLIP)")
-    invert = g.node("LAMP_InvertVideo", (440, 470),
+    empty = text(g, (0, 810), sd15, "", "Inversion prompt: empty (official)")
+    invert = g.node("LAMP_InvertVideo", (0, 970),
                     inputs=[("lamp_model", "LAMP_MODEL"), ("images", "IMAGE"), ("vae", "VAE"),
                             ("conditioning", "CONDITIONING")],
                     outputs=[("noise", "NOISE"), ("first_frame", "IMAGE"), ("source", "IMAGE")],
@@ -252,13 +252,11 @@ def video_edit() -> Graph:
     g.link(parts, "images", invert, "images")
     g.link(sd15, "VAE", invert, "vae")
     g.link(empty, "CONDITIONING", invert, "conditioning")
-    g.group("LAMP: invert the source (motion tuned on it: lamp_train.json with one video)", (420, -40, 380, 880),
-            "#3f789e")
-    decode = canny_sdxl_frame_one(g, 840, 40, (invert, "first_frame"),
+    g.group("LAMP: invert the source (SD-1.5)", (-20, 500, 400, 840), "#3f789e")
+    decode = canny_sdxl_frame_one(g, 440, 40, (invert, "first_frame"),
                                   "a robot runs beside a river, van gogh style painting, highly detailed")
-    g.group("Edited frame one (the source's frame one → Canny + ControlNet on SD-XL)", (820, -40, 1120, 1020),
-            "#88aa88")
-    lamp_chain(g, 2000, decode, "IMAGE", "a robot runs beside a river, van gogh style painting", frames=24,
+    g.group("Edited frame one (Canny + ControlNet on SD-XL)", (420, -40, 1120, 1020), "#88aa88")
+    lamp_chain(g, 1600, decode, "IMAGE", "a robot runs beside a river, van gogh style painting", frames=24,
                base=base, noise=(invert, "noise"))
     return g
 
@@ -287,7 +285,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
     LAMP prompts."""
     sd15 = checkpoint(g, (x, 40), SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
     motion = g.node("LAMP_ApplyMotion", (x, 180), inputs=[("model", "MODEL")], outputs=[("model", "MODEL")],
-                    widgets=[MOTION], title="LAMP Apply Motion (a LAMP MODEL for ComfyUI's samplers)", size=(340, 80))
+                    widgets=[MOTION], size=(340, 80))
     g.link(sd15, "MODEL", motion, "model")
     pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
     neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
@@ -315,7 +313,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
                     inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                             ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")],
                     widgets=[42, "fixed", 30, 7.5, "dpmpp_2m", "karras", 1.0],
-                    title="KSampler (any sampler; the LATENT's noise mask keeps frame one)", size=(320, 262))
+                    title="KSampler (any sampler)", size=(320, 262))
         g.link(motion, "model", ks, "model")
         g.link(*positive, ks, "positive")
         g.link(*negative, ks, "negative")
@@ -338,7 +336,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
                     inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
                             ("latent_image", "LATENT")],
                     outputs=[("output", "LATENT"), ("denoised_output", "LATENT")],
-                    title="SamplerCustomAdvanced (LAMP DDIM: the paper's loop)", size=(320, 262))
+                    title="SamplerCustomAdvanced", size=(320, 262))
         g.link(noise, "noise", ks, "noise")
         g.link(guider, "GUIDER", ks, "guider")
         g.link(ddim, "sampler", ks, "sampler")
