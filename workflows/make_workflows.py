@@ -240,10 +240,10 @@ def video_edit() -> Graph:
                    outputs=[("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], size=(260, 90))
     g.link(load, "VIDEO", parts, "video")
     g.group("Source video", (-20, -40, 400, 520), "#a1309b")
-    base = lamp_base(g, (0, 540))
+    base = lamp_base(g, (0, 580))
     sd15 = base[0]
-    empty = text(g, (0, 810), sd15, "", "Inversion prompt: empty (official)")
-    invert = g.node("LAMP_InvertVideo", (0, 970),
+    empty = text(g, (0, 850), sd15, "", "Inversion prompt: empty (official)")
+    invert = g.node("LAMP_InvertVideo", (0, 1010),
                     inputs=[("lamp_model", "LAMP_MODEL"), ("images", "IMAGE"), ("vae", "VAE"),
                             ("conditioning", "CONDITIONING")],
                     outputs=[("noise", "NOISE"), ("first_frame", "IMAGE"), ("source", "IMAGE")],
@@ -252,7 +252,7 @@ def video_edit() -> Graph:
     g.link(parts, "images", invert, "images")
     g.link(sd15, "VAE", invert, "vae")
     g.link(empty, "CONDITIONING", invert, "conditioning")
-    g.group("LAMP: invert the source (SD-1.5)", (-20, 500, 400, 840), "#3f789e")
+    g.group("LAMP: invert the source (SD-1.5)", (-20, 530, 400, 850), "#3f789e")
     decode = canny_sdxl_frame_one(g, 440, 40, (invert, "first_frame"),
                                   "a robot runs beside a river, van gogh style painting, highly detailed")
     g.group("Edited frame one (Canny + ControlNet on SD-XL)", (420, -40, 1120, 1020), "#88aa88")
