@@ -195,15 +195,21 @@ def video_outputs(g: Graph, x: int, below: int, latent: tuple[dict, str], sd15: 
     g.link(video, "VIDEO", save, "video")
 
 
-def text_to_video() -> Graph:
-    """(a) The paper's text-to-video: SD-XL makes frame one, LAMP animates it."""
-    g = Graph()
+def sdxl_text_frame_one(g: Graph) -> dict:
+    """Frame one made by SD-XL from a prompt (column 0); returns its VAEDecode node."""
     sdxl = checkpoint(g, (0, 40), SDXL_CKPT, "SD-XL checkpoint (frame one)")
     pos = text(g, (0, 180), sdxl, "a horse runs on the beach at sunset, photo, highly detailed",
                "Frame-one prompt (SD-XL)")
     neg = text(g, (0, 340), sdxl, "blurry, low quality, watermark, text", "Frame-one negative (SD-XL)")
     decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl, (0, 500))
     g.group("Frame one (SD-XL)", (-20, -40, 740, 980), "#88aa88")
+    return decode
+
+
+def text_to_video() -> Graph:
+    """(a) The paper's text-to-video: SD-XL makes frame one, LAMP animates it."""
+    g = Graph()
+    decode = sdxl_text_frame_one(g)
     lamp_chain(g, 800, decode, "IMAGE", "a horse runs on the beach at sunset")
     return g
 
@@ -350,12 +356,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
 def native_ksampler() -> Graph:
     """(f) SD-XL frame one → LAMP Apply Motion → core KSampler → decode → Color Match → save."""
     g = Graph()
-    sdxl = checkpoint(g, (0, 40), SDXL_CKPT, "SD-XL checkpoint (frame one)")
-    pos = text(g, (0, 180), sdxl, "a horse runs on the beach at sunset, photo, highly detailed",
-               "Frame-one prompt (SD-XL)")
-    neg = text(g, (0, 340), sdxl, "blurry, low quality, watermark, text", "Frame-one negative (SD-XL)")
-    decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl, (0, 500))
-    g.group("Frame one (SD-XL)", (-20, -40, 740, 980), "#88aa88")
+    decode = sdxl_text_frame_one(g)
     native_chain(g, 800, decode, "IMAGE", "a horse runs on the beach at sunset")
     return g
 
