@@ -385,6 +385,18 @@ def test_video_edit_workflow_and_its_cached_inversion(server):
     assert again["status"]["status_str"] == "success"
     assert server.log_text().count("[LAMP] inverting") == inversions, "the inversion was recomputed"
 
+    # (h): the same edit, with every inverted source frame's Canny edges on an SD-1.5 ControlNet
+    plain = shrink(to_api(workflow("lamp_video_edit.json"), server.object_info))
+    control = shrink(to_api(workflow("lamp_video_edit_controlnet.json"), server.object_info))
+    for p in (plain, control):
+        next(n for n in p.values() if n["class_type"] == "SaveAnimatedWEBP")["inputs"]["lossless"] = True
+    without, with_cn = server.run(plain), server.run(control)
+    assert with_cn["status"]["status_str"] == "success", json.dumps(with_cn["status"], indent=1)[-3000:]
+    _check_video(server, with_cn, control, frames=4)
+    a, b = _frames(server, without, plain), _frames(server, with_cn, control)
+    assert (a[0] == b[0]).all(), "frame one is the same edit"
+    assert max(abs(x - y).max() for x, y in zip(a[1:], b[1:])) > 0, "the per-frame ControlNet changed nothing"
+
 
 def _frames(server: Server, history: dict, prompt: dict):
     import numpy as np

@@ -277,13 +277,16 @@ def test_invert_node_progress_and_cancel(lamp_model, monkeypatch):  # noqa: F811
         invert(lamp_model, source_images(), steps=4)
 
 
-def test_video_edit_workflow_follows_the_paper():
+@pytest.mark.parametrize("name", ["lamp_video_edit.json", "lamp_video_edit_controlnet.json"])
+def test_video_edit_workflow_follows_the_paper(name):
     import json
     from pathlib import Path
 
-    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "lamp_video_edit.json").read_text())
+    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / name).read_text())
     nodes = {n["id"]: n for n in wf["nodes"]}
-    by_type = {n["type"]: n for n in wf["nodes"]}
+    by_type = {}
+    for n in wf["nodes"]:
+        by_type.setdefault(n["type"], n)
     src = {(dst, nodes[dst]["inputs"][slot]["name"]): (nodes[s]["type"], nodes[s]["outputs"][s_slot]["name"])
            for _, s, s_slot, dst, slot, _ in wf["links"]}
     invert, sampler, first = by_type["LAMP_InvertVideo"], by_type["LAMP_Sampler"], by_type["LAMP_FirstFrame"]
@@ -292,6 +295,18 @@ def test_video_edit_workflow_follows_the_paper():
     assert src[(by_type["GetVideoComponents"]["id"], "video")] == ("LoadVideo", "VIDEO")
     assert src[(by_type["Canny"]["id"], "image")] == ("LAMP_InvertVideo", "first_frame")
     assert src[(sampler["id"], "noise")] == ("LAMP_InvertVideo", "noise")
+    cannys = [n for n in wf["nodes"] if n["type"] == "Canny"]
+    if name == "lamp_video_edit.json":
+        assert len(cannys) == 1 and src[(sampler["id"], "positive")][0] == "CLIPTextEncode"
+    else:  # every inverted source frame's edges on an SD-1.5 ControlNet on the LAMP prompts
+        hints = next(n for n in cannys if src[(n["id"], "image")] == ("LAMP_InvertVideo", "source"))
+        apply = next(nodes[d] for _, s_, _, d, _, _ in wf["links"] if s_ == hints["id"])
+        assert apply["type"] == "ControlNetApplyAdvanced"
+        assert src[(sampler["id"], "positive")] == ("ControlNetApplyAdvanced", "positive")
+        assert src[(sampler["id"], "negative")] == ("ControlNetApplyAdvanced", "negative")
+        loader = nodes[next(s_ for _, s_, _, d, slot, _ in wf["links"] if d == apply["id"]
+                            and apply["inputs"][slot]["name"] == "control_net")]
+        assert "sd15" in loader["widgets_values"][0]
     assert src[(first["id"], "image")] == ("VAEDecode", "IMAGE")
     assert {"ControlNetApplyAdvanced", "KSampler", "LAMP_ColorMatch", "SaveVideo"} <= set(by_type)
     frames, start, stride, steps, width, height = invert["widgets_values"][:6]

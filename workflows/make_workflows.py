@@ -144,14 +144,16 @@ def lamp_base(g: Graph, pos: tuple[int, int]) -> tuple[dict, dict]:
 
 def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str, frames: int = 16,
                base: Optional[tuple[dict, dict]] = None, noise: Optional[tuple[dict, str]] = None,
-               long: Optional[list[Any]] = None) -> None:
+               long: Optional[list[Any]] = None, control_images: Optional[tuple[dict, str]] = None) -> None:
     """SD-1.5 checkpoint + motion → First Frame → Sampler → VAEDecode → Color Match → WEBP and MP4.
     ``base``: the (checkpoint, Load Motion) nodes when made already; ``noise``: (node, output) of the sampler's
     NOISE instead of LAMP Shared Noise (the editing workflow's inverted start); ``long``: the sampler's
-    long-video widgets (default :data:`LONG_DEFAULTS`)."""
+    long-video widgets (default :data:`LONG_DEFAULTS`); ``control_images``: hints for an SD-1.5 ControlNet on
+    the LAMP prompts (:func:`sd15_controlnet`)."""
     sd15, motion = base or lamp_base(g, (x, 40))
     pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
     neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
+    positive, negative = sd15_controlnet(g, x, pos, neg, control_images)
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
                    widgets=[512, 320, frames, "stretch"], size=(320, 180))
@@ -166,8 +168,8 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
                      outputs=[("latent", "LATENT")], widgets=[50, 12.5, "ddim", True, "auto", *(long or LONG_DEFAULTS)],
                      size=(320, SAMPLER_HEIGHT))
     g.link(motion, "lamp_model", sampler, "lamp_model")
-    g.link(pos, "CONDITIONING", sampler, "positive")
-    g.link(neg, "CONDITIONING", sampler, "negative")
+    g.link(*positive, sampler, "positive")
+    g.link(*negative, sampler, "negative")
     g.link(first, "latent", sampler, "latent")
     g.link(*noise, sampler, "noise")
     video_outputs(g, x, 40 + SAMPLER_HEIGHT + 40, (sampler, "latent"), sd15)  # under the sampler and its preview
@@ -236,9 +238,11 @@ def controlnet_edit() -> Graph:
     return g
 
 
-def video_edit() -> Graph:
+def video_edit(per_frame_control: bool = False) -> Graph:
     """(d) Video editing (paper §5.2): invert a source clip with a LAMP motion (ideally tuned on that clip), edit
-    its first frame with Canny + ControlNet on SD-XL, and let LAMP re-animate the edit along the source's motion."""
+    its first frame with Canny + ControlNet on SD-XL, and let LAMP re-animate the edit along the source's motion.
+    ``per_frame_control`` (h): also the Canny edges of every inverted source frame steer the video through an
+    SD-1.5 ControlNet on the LAMP prompts (keeps the source's structure in every frame)."""
     g = Graph()
     load = g.node("LoadVideo", (0, 40), outputs=[("VIDEO", "VIDEO")], widgets=["source.mp4", "image"],
                   title="Source video (upload)", size=(340, 300))
@@ -262,8 +266,13 @@ def video_edit() -> Graph:
     decode = canny_sdxl_frame_one(g, 440, 40, (invert, "first_frame"),
                                   "a robot runs beside a river, van gogh style painting, highly detailed")
     g.group("Edited frame one (Canny + ControlNet on SD-XL)", (420, -40, 1120, 1020), "#88aa88")
+    hints = None
+    if per_frame_control:
+        hints = (g.node("Canny", (1600, 40), inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+                        widgets=[0.4, 0.8], title="Canny of every inverted source frame", size=(340, 90)), "IMAGE")
+        g.link(invert, "source", hints[0], "image")
     lamp_chain(g, 1600, decode, "IMAGE", "a robot runs beside a river, van gogh style painting", frames=24,
-               base=base, noise=(invert, "noise"))
+               base=base, noise=(invert, "noise"), control_images=hints)
     return g
 
 
@@ -281,6 +290,26 @@ def long_video() -> Graph:
 SD15_CANNY = "control_v11p_sd15_canny.safetensors"
 
 
+def sd15_controlnet(g: Graph, x: int, pos: dict, neg: dict, control_images: Optional[tuple[dict, str]]
+                    ) -> tuple[tuple[dict, str], tuple[dict, str]]:
+    """The LAMP prompts (positive, negative) as they reach the sampler: with ``control_images`` ((node, output) of a
+    hint batch, one image per frame) an SD-1.5 Canny ControlNet at (x, 630) is applied to both."""
+    if control_images is None:
+        return (pos, "CONDITIONING"), (neg, "CONDITIONING")
+    cn = g.node("ControlNetLoader", (x, 630), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SD15_CANNY],
+                title="SD-1.5 Canny ControlNet (every frame)", size=(340, 60))
+    apply = g.node("ControlNetApplyAdvanced", (x, 730),
+                   inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                           ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")],
+                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                   widgets=[0.7, 0.0, 1.0], title="Apply ControlNet (one hint per frame)", size=(340, 190))
+    g.link(pos, "CONDITIONING", apply, "positive")
+    g.link(neg, "CONDITIONING", apply, "negative")
+    g.link(cn, "CONTROL_NET", apply, "control_net")
+    g.link(*control_images, apply, "image")
+    return (apply, "positive"), (apply, "negative")
+
+
 def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str, frames: int = 16,
                  sampler: str = "ksampler", control_images: Optional[tuple[dict, str]] = None) -> None:
     """The native path: SD-1.5 checkpoint → LAMP Apply Motion (a LAMP MODEL) → ComfyUI's own sampling.
@@ -295,20 +324,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
     g.link(sd15, "MODEL", motion, "model")
     pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
     neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
-    positive, negative = (pos, "CONDITIONING"), (neg, "CONDITIONING")
-    if control_images is not None:
-        cn = g.node("ControlNetLoader", (x, 630), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SD15_CANNY],
-                    title="SD-1.5 Canny ControlNet (every frame)", size=(340, 60))
-        apply = g.node("ControlNetApplyAdvanced", (x, 730),
-                       inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                               ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")],
-                       outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
-                       widgets=[0.7, 0.0, 1.0], title="Apply ControlNet (one hint per frame)", size=(340, 190))
-        g.link(pos, "CONDITIONING", apply, "positive")
-        g.link(neg, "CONDITIONING", apply, "negative")
-        g.link(cn, "CONTROL_NET", apply, "control_net")
-        g.link(*control_images, apply, "image")
-        positive, negative = (apply, "positive"), (apply, "negative")
+    positive, negative = sd15_controlnet(g, x, pos, neg, control_images)
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
                    widgets=[512, 320, frames, "stretch"], size=(320, 180))
@@ -430,6 +446,7 @@ WORKFLOWS = {
     "lamp_sdxl_controlnet_edit_to_video.json": controlnet_edit,
     "lamp_train.json": train_workflow,
     "lamp_video_edit.json": video_edit,
+    "lamp_video_edit_controlnet.json": lambda: video_edit(per_frame_control=True),
     "lamp_long_video.json": long_video,
     "lamp_native_ksampler.json": native_ksampler,
     "lamp_controlnet_video.json": controlnet_video,
