@@ -11,6 +11,7 @@ at every call, adds ControlNet residuals per frame (never on frame 0) and keeps 
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -133,23 +134,72 @@ class LampApplyMotion:
 
     def apply(self, model: Any, motion_file: str) -> tuple[Any]:
         from lamp_model import weights
-        from lamp_model.borrowed_unet import BorrowedLampUNet, ldm_names
 
         require_sd1(model)
         path = host.motion_path(motion_file)
         try:
             motion, metadata = weights.read_motion(path)
         except (weights.WeightsFormatError, OSError, ValueError) as e:
-            raise ValueError(f"LAMP Apply Motion: cannot read motion file '{motion_file}': {e}") from None
+            hint = (" It is a whole official LAMP UNet: use LAMP Apply Official Motion." if "lamp_full" in str(e) else "")
+            raise ValueError(f"LAMP Apply Motion: cannot read motion file '{motion_file}': {e}{hint}") from None
+        return (patched_model(model, motion, metadata, f"motion file '{motion_file}'", "LAMP Apply Motion"),)
+
+
+def patched_model(model: Any, motion: dict, metadata: dict, what: str, node: str) -> Any:
+    """The LAMP MODEL: a clone of ``model`` carrying the motion tensors and the two wrappers."""
+    from lamp_model import weights
+    from lamp_model.borrowed_unet import BorrowedLampUNet, ldm_names
+
+    try:
+        config, names = ldm_names(host.unet_module(model).state_dict(), metadata, "the MODEL's UNet")
+        unet = BorrowedLampUNet(config, motion, metadata)
+    except (weights.WeightsFormatError, ValueError) as e:
+        raise ValueError(f"{node}: {what} does not fit this model: {e}") from None
+    names = {k: v for k, v in names.items() if k in set(unet.base_names)}
+    patch = LampMotionPatch(unet, names)
+    log.info("[LAMP] Apply Motion: %s on the MODEL (native path)", what)
+    return host.patch_model(model, unet, patch.diffusion_model, patch.sampler_sample)
+
+
+class LampApplyOfficialMotion:
+    """LAMP Apply Official Motion: SD-1.x MODEL + an official LAMP checkpoint's motion layers → a LAMP MODEL."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An SD-1.x model; the official motions were trained on SD-1.4 "
+                                           "(sd-v1-4.ckpt), SD-1.5 works too."}),
+            "checkpoint_path": ("STRING", {"default": "", "tooltip": "Official LAMP checkpoint: its folder (holding "
+                                                                    "unet/), the unet/ folder, or a full-UNet "
+                                                                    ".safetensors. Absolute, or relative to models/lamp."}),
+        }}
+
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A LAMP MODEL with the checkpoint's motion layers on this MODEL's SD-1.x weights.",)
+    FUNCTION = "apply"
+    CATEGORY = "LAMP"
+    DESCRIPTION = ("LAMP Apply Motion for an official LAMP checkpoint (a whole video UNet, ~4 GB): its motion "
+                   "layers (temporal convs and attention, tuned frame-0 query) go on the MODEL; the checkpoint's "
+                   "own SD-1.4 weights are not used. Converting it once with LAMP Convert Official and using LAMP "
+                   "Apply Motion loads faster.")
+
+    def apply(self, model: Any, checkpoint_path: str) -> tuple[Any]:
+        from lamp_model import weights
+
+        from .loader_nodes import resolve_checkpoint_path
+
+        require_sd1(model)
+        path = resolve_checkpoint_path(checkpoint_path)
         try:
-            config, names = ldm_names(host.unet_module(model).state_dict(), metadata, "the MODEL's UNet")
-            unet = BorrowedLampUNet(config, motion, metadata)
-        except (weights.WeightsFormatError, ValueError) as e:
-            raise ValueError(f"LAMP Apply Motion: motion file '{motion_file}' does not fit this model: {e}") from None
-        names = {k: v for k, v in names.items() if k in set(unet.base_names)}
-        patch = LampMotionPatch(unet, names)
-        log.info("[LAMP] Apply Motion: %s on the MODEL (native path)", motion_file)
-        return (host.patch_model(model, unet, patch.diffusion_model, patch.sampler_sample),)
+            unet = weights.load_unet(path, dtype=torch.float16, device="cpu")
+        except (weights.WeightsFormatError, OSError, ValueError) as e:
+            raise ValueError(f"LAMP Apply Official Motion: cannot load '{checkpoint_path}': {e}") from None
+        motion = weights.motion_state_dict(unet)
+        metadata = {"architecture": json.dumps({k: unet.config[k] for k in weights.ARCH_KEYS})}
+        del unet
+        return (patched_model(model, motion, metadata, f"official checkpoint '{checkpoint_path}'",
+                              "LAMP Apply Official Motion"),)
 
 
 # ---------------------------------------------------------------------------------------------- LAMP DDIM
@@ -231,11 +281,13 @@ class LampDDIMSigmas:
 
 NODE_CLASS_MAPPINGS = {
     "LAMP_ApplyMotion": LampApplyMotion,
+    "LAMP_ApplyOfficialMotion": LampApplyOfficialMotion,
     "LAMP_DDIMSampler": LampDDIMSampler,
     "LAMP_DDIMSigmas": LampDDIMSigmas,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LAMP_ApplyMotion": "LAMP Apply Motion",
+    "LAMP_ApplyOfficialMotion": "LAMP Apply Official Motion",
     "LAMP_DDIMSampler": "LAMP DDIM Sampler",
     "LAMP_DDIMSigmas": "LAMP DDIM Sigmas",
 }

@@ -20,7 +20,7 @@ from test_comfyui_integration import COMFYUI_DIR, CONTROLNET, CKPT, MOTION, _pos
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR not set (opt-in ComfyUI end-to-end test)")]
 
-NATIVE_IDS = {"LAMP_ApplyMotion", "LAMP_DDIMSampler", "LAMP_DDIMSigmas"}
+NATIVE_IDS = {"LAMP_ApplyMotion", "LAMP_ApplyOfficialMotion", "LAMP_DDIMSampler", "LAMP_DDIMSigmas"}
 STEPS, FRAMES, CFG = 4, 4, 7.5
 
 
@@ -183,6 +183,21 @@ def test_cancel_stops_the_native_path_and_the_server_stays_usable(server):  # no
     assert "execution_interrupted" in [event for event, _ in history["status"]["messages"]]
     again = run_latent(server, native(base_graph(seed=23), ["1", 0], "after_cancel"))
     assert torch.isfinite(again).all()
+
+
+def test_official_checkpoint_on_the_native_path_equals_its_motion_file(server):  # noqa: F811
+    """LAMP Apply Official Motion (a whole LAMP UNet file) gives what LAMP Apply Motion gives with its motion file."""
+    from lamp_model.weights import load_unet, save_unet
+    full = server.base / "models" / "lamp" / "tiny_full_unet.safetensors"
+    if not full.exists():
+        unet = load_unet(server.base / "models" / "lamp" / MOTION, base=server.base / "models" / "checkpoints" / CKPT)
+        save_unet(unet, full)
+    ours = run_latent(server, native(base_graph(seed=31), ["1", 0], "motion_file"))
+    graph = native(base_graph(seed=31), ["1", 0], "official")
+    graph["20"] = {"class_type": "LAMP_ApplyOfficialMotion", "inputs": {"model": ["1", 0],
+                                                                       "checkpoint_path": full.name}}
+    official = run_latent(server, graph)
+    assert torch.equal(official, ours)
 
 
 def _write_source_video(path, frames: int = 6) -> None:

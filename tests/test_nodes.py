@@ -158,7 +158,8 @@ def test_every_node_has_lamp_id_category_description_and_tooltips():
     ours = {k: v for k, v in NODE_CLASS_MAPPINGS.items() if v.__module__.split(".")[-1] != "train_nodes"}
     assert set(ours) == {"LAMP_LoadMotion", "LAMP_LoadOfficialCheckpoint", "LAMP_ConvertOfficial",
                          "LAMP_FirstFrame", "LAMP_SharedNoise", "LAMP_Sampler", "LAMP_ColorMatch",
-                         "LAMP_ApplyMotion", "LAMP_DDIMSampler", "LAMP_DDIMSigmas", "LAMP_VideoMetrics"} | \
+                         "LAMP_ApplyMotion", "LAMP_ApplyOfficialMotion", "LAMP_DDIMSampler", "LAMP_DDIMSigmas",
+                         "LAMP_VideoMetrics"} | \
         {k for k, v in ours.items() if v.__module__.split(".")[-1] == "invert_nodes"}
     from nodes import NODE_DISPLAY_NAME_MAPPINGS
     for node_id, cls in ours.items():
