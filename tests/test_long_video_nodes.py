@@ -92,6 +92,9 @@ def test_long_video_workflow_is_64_frames_in_segments():
     first = next(n for n in wf["nodes"] if n["type"] == "LAMP_FirstFrame")
     sampler = next(n for n in wf["nodes"] if n["type"] == "LAMP_Sampler")
     assert first["widgets_values"] == [512, 320, 64, "stretch"]
+    optional = LampSampler.INPUT_TYPES()["optional"]
+    assert sampler["widgets_values"][5:] == [spec[1]["default"] for spec in optional.values()], \
+        "the long-video workflow uses the sampler's defaults"
     strategy, seg, overlap = sampler["widgets_values"][5:8]
     assert strategy in STRATEGIES and seg == 16
     plan = plan_long_video(64, strategy, seg, None if overlap < 0 else overlap)

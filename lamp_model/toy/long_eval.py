@@ -7,7 +7,9 @@ The translations (``right``, ``down``: 12 px per 15 frames, 0.8 px/frame) keep m
 canvas widened along the motion (32 x 72 px, :func:`long_canvas`; the shipped weights are unchanged: the toy UNet is
 convolutional and its attention has no positions, and the ``wide16`` row checks that 16-frame accuracy
 survives the wider canvas). Every video is cut into the chunks of a 16-frame ``segments`` plan (frames 0-15,
-15-30, 30-45, 45-60, then 60-63) whatever strategy made it, and tracked (:mod:`lamp_model.toy.tracking`):
+15-30, 30-45, 45-60, then 60-63) whatever strategy made it, and tracked (:mod:`lamp_model.toy.tracking`)
+in a 32 px window that follows the object (:func:`track_following`: on the wide canvas the model sometimes
+draws a second object in the empty part, which a whole-frame centroid would average in):
 
 * **accuracy per chunk**: the 16-frame criterion (:data:`~lamp_model.toy.tracking.CRITERIA`) on each of the
   four full chunks;
@@ -15,7 +17,11 @@ survives the wider canvas). Every video is cut into the chunks of a 16-frame ``s
 * **colour drift**: RGB distance (0..255) of the tracked object colour in the last 19 frames to frame 0's;
   **shape IoU**: mean registered IoU with frame 0 over the same frames (chunk 1's value in brackets);
 * **seam jump**: RMS centroid second difference at the chunk seams (frames 15, 30, 45, 60) next to the RMS
-  inside the chunks (px/frame²): a seam that shows is a larger number at the seams.
+  inside the chunks (px/frame²): a seam that shows is a larger number at the seams;
+* **second object**: fraction of frames 1.. where the whole frame holds more than 30 % of the followed
+  object's area outside the 32 px window (another object appeared).
+
+``--cache DIR`` keeps the sampled videos (uint8), so the figures can be recomputed without sampling again.
 """
 from __future__ import annotations
 
@@ -76,6 +82,33 @@ def continued(scene: world.Scene, motion: str, frames: int = FRAMES) -> list[wor
     return [replace(scene, **{key: getattr(scene, key) + step * t}) for t in range(frames)]
 
 
+def track_following(video: torch.Tensor, shape: str, motion: str
+                    ) -> tuple[tracking.Track, tracking.Track, np.ndarray]:
+    """Track the object in a ``world.SIZE`` window that follows it along the motion axis, frame by frame from
+    its frame-0 position. Returns the track in canvas coordinates, the same track in window coordinates (for
+    the registered IoU, whose coverage maps are the windows) and, per frame, the object area found in the
+    whole frame outside the window, relative to the window's object area."""
+    arr = video.detach().cpu().float().permute(0, 2, 3, 1).numpy().astype(np.float64)  # [F, H, W, 3]
+    axis = 1 if motion == "right" else 0
+    length, size = arr.shape[1 + axis], world.SIZE
+    pos, offsets, extra = None, [], []
+    for img in arr:
+        whole = tracking.measure_frame(img, world.SYMMETRY[shape])
+        if pos is None or not math.isfinite(pos):
+            pos = whole.cx if axis else whole.cy
+        lo = int(np.clip(round(pos - size / 2), 0, length - size)) if math.isfinite(pos) else 0
+        crop = img[:, lo:lo + size] if axis else img[lo:lo + size]
+        inside = tracking.measure_frame(crop, world.SYMMETRY[shape])
+        pos = (inside.cx if axis else inside.cy) + lo
+        offsets.append(lo)
+        extra.append(max(0.0, whole.area - inside.area) / max(inside.area, 1e-9))
+    crops = torch.from_numpy(np.stack([img[:, lo:lo + size] if axis else img[lo:lo + size]
+                                       for img, lo in zip(arr, offsets)])).float()
+    local = tracking.track(crops, shape)
+    tr = replace(local, **({"cx": local.cx + np.array(offsets)} if axis else {"cy": local.cy + np.array(offsets)}))
+    return tr, local, np.array(extra)
+
+
 def _slice(tr: tracking.Track, start: int, stop: int) -> tracking.Track:
     return tracking.Track(*(getattr(tr, f)[start:stop] for f in ("cx", "cy", "area", "turn", "colour", "features",
                                                                    "alpha")))
@@ -83,7 +116,7 @@ def _slice(tr: tracking.Track, start: int, stop: int) -> tracking.Track:
 
 def score_video(video: torch.Tensor, shape: str, motion: str) -> dict:
     """Per-video figures (see the module docstring) of frames ``[F, 3, H, W]`` showing a ``shape``."""
-    tr = tracking.track(video, shape)
+    tr, local, extra = track_following(video, shape, motion)
     chunks = plan_long_video(len(video), "segments").spans
     full = [c for c in chunks if c[1] - c[0] == world.FRAMES]
     along = tr.cx if motion == "right" else tr.cy
@@ -98,11 +131,12 @@ def score_video(video: torch.Tensor, shape: str, motion: str) -> dict:
     return {
         "ok": ok, "speed": speed,
         "colour_drift": float(255 * np.linalg.norm(np.nanmean(tr.colour[list(tail)], 0) - tr.colour[0])),
-        "iou_tail": float(np.mean([tracking.registered_iou(tr, t) for t in tail])),
-        "iou_first": float(np.mean([tracking.registered_iou(tr, t) for t in range(1, world.FRAMES)])),
+        "iou_tail": float(np.mean([tracking.registered_iou(local, t) for t in tail])),
+        "iou_first": float(np.mean([tracking.registered_iou(local, t) for t in range(1, world.FRAMES)])),
         "seam": float(np.sqrt(np.nanmean(second[seams] ** 2))) if seams else math.nan,
         "inside": float(np.sqrt(np.nanmean(second[inside] ** 2))),
         "shift": float(along[-1] - along[0]),
+        "second_object": float(np.mean(extra[1:] > 0.3)),
     }
 
 
@@ -111,13 +145,16 @@ def summarise(per_video: list[dict]) -> dict:
     speed = np.array([v["speed"] for v in per_video], float)
     keep = speed[:, -1] / speed[:, 0] if speed.shape[1] > 1 else np.full(len(speed), np.nan)
     return {"accuracy": ok.mean(0).tolist(), "speed_kept": float(np.nanmedian(keep)),
+            "speed": np.nanmedian(speed, 0).tolist(),
             **{k: float(np.nanmedian([v[k] for v in per_video]))
                for k in ("colour_drift", "iou_tail", "iou_first", "seam", "inside", "shift")},
-            "n": len(per_video)}
+            "second_object": float(np.mean([v["second_object"] for v in per_video])),
+            "n": len(per_video), "per_video": per_video}
 
 
 def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, seed: int = 0,
-             strips: Path | None = None, steps: int = TOY_SAMPLING_STEPS, log=print) -> dict:
+             strips: Path | None = None, steps: int = TOY_SAMPLING_STEPS, cache: Path | None = None,
+             log=print) -> dict:
     text_encoder = load_text_encoder(weights_dir)
     results: dict[str, dict] = {r: {} for r in rows}
     for motion in motions:
@@ -127,13 +164,19 @@ def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, see
         unet = load_motion_unet(motion, weights_dir)
         for key in rows:
             row, clock = ROWS[key], Stopwatch()
-            if row.source == "ground_truth":
+            cached = None if cache is None else cache / f"{motion}_{key}_n{n}_s{steps}_seed{seed}.pt"
+            if cached is not None and cached.is_file():
+                videos = torch.load(cached, weights_only=True).float() / 255
+            elif row.source == "ground_truth":
                 videos = torch.stack([codec.decode(codec.encode(world.render(continued(s, motion), height, width)))
                                       for s in scenes])
             else:
                 options = SamplingOptions(steps=steps, frames=row.frames, long_strategy=row.strategy,
                                           long_options=row.options)
                 videos = animate(unet, text_encoder, first, [s.caption for s in scenes], seed=seed, options=options)
+            if cached is not None and not cached.is_file():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save((videos * 255).round().to(torch.uint8), cached)
             cell = summarise([score_video(v, s.shape, motion) for v, s in zip(videos, scenes)])
             cell["seconds"] = round(clock(), 1)
             results[key][motion] = cell
@@ -143,23 +186,26 @@ def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, see
             log(f"  {motion:<5} {row.label:<66} acc/chunk {['%.0f%%' % (100 * a) for a in cell['accuracy']]} "
                 f"speed kept {cell['speed_kept']:.2f}  colour drift {cell['colour_drift']:.1f}  "
                 f"IoU {cell['iou_tail']:.2f} ({cell['iou_first']:.2f})  seam {cell['seam']:.2f} / inside "
-                f"{cell['inside']:.2f}  shift {cell['shift']:.1f} px  ({cell['seconds']:.0f} s)")
+                f"{cell['inside']:.2f}  shift {cell['shift']:.1f} px  second object {cell['second_object']:.0%}  "
+                f"px/frame {['%.2f' % v for v in cell['speed']]}  ({cell['seconds']:.0f} s)")
     return results
 
 
 def table(results: dict) -> str:
     """One markdown row per (row, motion) cell."""
-    head = ["strategy", "motion", "accuracy chunks 1-4", "speed kept (4 vs 1)", "colour drift", "shape IoU end (chunk 1)",
-            "seam / inside 2nd diff (px)", "total shift (px)", "s"]
+    head = ["strategy", "motion", "accuracy chunks 1-4", "px/frame chunks 1-4", "speed kept (4 vs 1)",
+            "colour drift", "shape IoU end (chunk 1)", "seam / inside 2nd diff (px)", "total shift (px)",
+            "second object", "s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in ROWS:
         for motion, cell in results.get(key, {}).items():
             acc = " / ".join(f"{a:.0%}" for a in cell["accuracy"])
             seam = "–" if math.isnan(cell["seam"]) else f"{cell['seam']:.2f}"
             speed = "–" if math.isnan(cell["speed_kept"]) else f"{cell['speed_kept']:.2f}"
-            lines.append(f"| {ROWS[key].label} | {motion} | {acc} | {speed} | {cell['colour_drift']:.1f} | "
+            pace = " / ".join(f"{v:.2f}" for v in cell["speed"])
+            lines.append(f"| {ROWS[key].label} | {motion} | {acc} | {pace} | {speed} | {cell['colour_drift']:.1f} | "
                          f"{cell['iou_tail']:.2f} ({cell['iou_first']:.2f}) | {seam} / {cell['inside']:.2f} | "
-                         f"{cell['shift']:.1f} | {cell['seconds']:.0f} |")
+                         f"{cell['shift']:.1f} | {cell['second_object']:.0%} | {cell['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -172,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps (toy default 20)")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--strips", type=Path, default=None, help="also write the first video of each cell here")
+    ap.add_argument("--cache", type=Path, default=None, help="keep / reuse the sampled videos in this folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     ap.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="JSON",
                     help="print one table merged from earlier --json files and exit")
@@ -184,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         return 0
     clock = Stopwatch()
-    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips, args.steps)
+    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips, args.steps, args.cache)
     print()
     print(table(results))
     print(f"\nlong_eval: {args.n} unseen first frames per motion, total {clock():.0f} s")
