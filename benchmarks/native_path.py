@@ -15,9 +15,7 @@ native = LAMP Apply Motion + SamplerCustomAdvanced (LAMP DDIM Sampler, LAMP DDIM
 from __future__ import annotations
 
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,29 +61,15 @@ def engine_level(frames: int = 16, size: int = 32, repeats: int = 3) -> None:
     print(f"  max |difference| {diff:.2e}")
 
 
-def _vm_hwm(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20  # GiB
-    return float("nan")
-
-
 def comfy_level(comfy_dir: str, frames: int = 8) -> None:
     import test_comfyui_integration as harness
     import test_comfyui_native as graphs
 
     python = harness._python() if harness.COMFYUI_DIR else str(Path(comfy_dir).resolve().parent / "venv/bin/python")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    env = {**harness.server_env(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        build = subprocess.run([python, "-c", harness.BUILD, str(base), str(ROOT)], cwd=comfy_dir, env=env,
-                               capture_output=True, text=True, timeout=900)
-        if build.returncode != 0:
-            raise SystemExit(build.stderr[-3000:])
-        (base / "custom_nodes").mkdir()
-        (base / "custom_nodes" / "ComfyUI-LAMP").symlink_to(ROOT, target_is_directory=True)
-        (base / "input").mkdir()
-        (base / "input" / "example.png").write_bytes((Path(comfy_dir) / "input" / "example.png").read_bytes())
+        harness.build_fixtures(base, python, env)
 
         def graph(path: str, steps: int, seed: int) -> dict:
             graphs.STEPS = steps
@@ -97,33 +81,14 @@ def comfy_level(comfy_dir: str, frames: int = 8) -> None:
         print(f"real ComfyUI ({comfy_dir}), tiny SD-1.5 fixtures, {frames} frames 128x64, fp32 CPU, "
               f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}:")
         for path in ("LAMP Sampler", "native"):
-            port = harness._free_port()
-            log = base / f"comfy_{path.replace(' ', '_')}.log"
-            with open(log, "w") as out:
-                proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                                         "--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(base),
-                                         "--disable-all-custom-nodes", "--whitelist-custom-nodes", "ComfyUI-LAMP"],
-                                        cwd=comfy_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                for _ in range(240):
-                    try:
-                        harness._get(f"{url}/system_stats", 2)
-                        break
-                    except OSError:
-                        time.sleep(0.5)
-                server = harness.Server(url, base, log, proc)
+            with harness.running_server(base, python, env, f"comfy_{path.replace(' ', '_')}.log") as server:
                 spans = {}
                 for seed, steps in enumerate((2, 2, 12)):  # the first run loads the models
                     history = server.run(graph("native" if path == "native" else "sampler", steps, seed), timeout=1800)
                     stamps = {event: data["timestamp"] for event, data in history["status"]["messages"]}
                     spans[steps] = (stamps["execution_success"] - stamps["execution_start"]) / 1000
                 per_step = (spans[12] - spans[2]) / 10
-                print(f"  {path:14s} {per_step:7.3f} s/step   peak RSS {_vm_hwm(proc.pid):5.2f} GiB")
-            finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(30)
+                print(f"  {path:14s} {per_step:7.3f} s/step   peak RSS {graphs.peak_rss_gib(server.proc.pid):5.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,10 @@ class LampMotionPatch:
         options = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
         options[FIRST_FRAME_KEY] = FirstFrame(latent_image[:1].clone(), pinned)
         with host.context_windows_fixed(extra_args["model_options"]):
-            return executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+            samples = executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+        if pinned:  # multistep samplers (uni_pc, …) end near, not at, the kept frame: put it back exactly
+            samples = torch.cat([latent_image[:1].to(samples), samples[1:]])
+        return samples
 
     # -- DIFFUSION_MODEL: the LAMP UNet on ComfyUI's tensors ----------------------------------------------
     def diffusion_model(self, executor: Any, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,

@@ -14,6 +14,7 @@ einops and safetensors in that Python too. About 1 GB of temporary files, 1–3 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -28,6 +29,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -183,11 +185,8 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    python = _python()
-    base = tmp_path_factory.mktemp("comfy_base")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def build_fixtures(base: Path, python: str, env: dict) -> None:
+    """The tiny weights, the pack link and the input image in the base directory ``base``."""
     build = subprocess.run([python, "-c", BUILD, str(base), str(ROOT)], cwd=COMFYUI_DIR, env=env,
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0 and "built" in build.stdout, build.stdout[-2000:] + build.stderr[-4000:]
@@ -195,8 +194,13 @@ def server(tmp_path_factory):
     (base / "custom_nodes" / "ComfyUI-LAMP").symlink_to(ROOT, target_is_directory=True)
     (base / "input").mkdir()
     shutil.copy(Path(COMFYUI_DIR) / "input" / "example.png", base / "input" / "example.png")
+
+
+@contextlib.contextmanager
+def running_server(base: Path, python: str, env: dict, log_name: str = "comfy.log") -> Iterator[Server]:
+    """A ComfyUI on a free 127.0.0.1 port over ``base`` with only this pack; stopped (by its pid) at exit."""
     port = _free_port()
-    log = base / "comfy.log"
+    log = base / log_name
     with open(log, "w") as out:
         proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                                  "--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(base),
@@ -224,6 +228,19 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def server_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    python, env = _python(), server_env()
+    base = tmp_path_factory.mktemp("comfy_base")
+    build_fixtures(base, python, env)
+    with running_server(base, python, env) as running:
+        yield running
 
 
 # ---------------------------------------------------------------------------------------------- UI -> API
@@ -437,7 +454,8 @@ def test_errors_reach_the_user_and_cancel_leaves_the_server_usable(server):
     history = server.run(bad)
     messages = {event: data for event, data in history["status"]["messages"]}
     assert history["status"]["status_str"] == "error"
-    assert "width 100 is not a multiple of 8" in messages["execution_error"]["exception_message"]
+    error = messages["execution_error"]["exception_message"]
+    assert "width 100" in error and "is not a multiple of 8" in error, error
 
     slow = json.loads(json.dumps(base))
     next(n for n in slow.values() if n["class_type"] == "LAMP_Sampler")["inputs"]["steps"] = 400

@@ -307,3 +307,27 @@ def test_sd_xl_controlnets_are_refused_with_the_family_needed():
     latent = torch.zeros(3, 4, 8, 8)
     with pytest.raises(ValueError, match="LAMP MODEL: the conditioning carries an SD-XL ControlNet"):
         patch.sampler_sample(lambda *a: None, guider, torch.ones(3), {}, None, latent, latent, None, True)
+
+
+def test_sampler_run_wrapper_stashes_the_first_frame_and_puts_it_back_exactly(caplog):
+    import logging
+
+    patch = LampMotionPatch(None, {})
+    latent = torch.randn(3, 4, 8, 8)
+    mask = torch.ones(3, 4, 8, 8)
+    mask[0] = 0
+    seen = {}
+
+    def executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar):
+        seen["first"] = extra_args["model_options"]["transformer_options"][FIRST_FRAME_KEY]
+        return latent_image + 0.01  # a sampler that ends near, not at, the kept frame
+
+    out = patch.sampler_sample(executor, object(), torch.ones(3), {}, None, latent, latent, mask, True)
+    assert seen["first"].pinned and torch.equal(seen["first"].latent, latent[:1])
+    assert torch.equal(out[0], latent[0]) and torch.equal(out[1:], latent[1:] + 0.01)
+    with caplog.at_level(logging.WARNING, logger="ComfyUI-LAMP"):
+        out = patch.sampler_sample(executor, object(), torch.ones(3), {}, None, latent, latent, None, True)
+    assert "no noise mask" in caplog.text and not seen["first"].pinned
+    assert torch.equal(out, latent + 0.01), "without the mask frame 0 is the sampler's"
+    with pytest.raises(ValueError, match="frames >= 2"):
+        patch.sampler_sample(executor, object(), torch.ones(3), {}, None, latent[:1], latent[:1], None, True)
