@@ -156,6 +156,14 @@ def test_the_lamp_sampler_honours_the_same_controlnet(server):  # noqa: F811
     assert (theirs[1:] - plain[1:]).abs().max() > 1e-3, "the LAMP Sampler ignored the ControlNet"
     assert (ours - theirs).abs().max() <= 1e-4, float((ours - theirs).abs().max())
     assert torch.equal(theirs[0], plain[0])
+    # start/end percent are honoured on both paths: a ControlNet active for no step changes nothing
+    never = with_controlnet(lamp_sampler(base_graph(seed=29), "cn_never_sampler"), 0.8, "11")
+    never["32"]["inputs"]["end_percent"] = 0.0
+    assert torch.equal(run_latent(server, never, "12"), plain)
+    never = with_controlnet(native(base_graph(seed=29), ["1", 0], "cn_never_native"), 0.8)
+    never["32"]["inputs"]["end_percent"] = 0.0
+    assert torch.equal(run_latent(server, never), run_latent(server, native(base_graph(seed=29), ["1", 0],
+                                                                             "cn_never_plain")))
 
 
 def test_context_windows_run_a_longer_video_with_frame_0_in_every_window(server):  # noqa: F811
