@@ -331,3 +331,17 @@ def test_sampler_run_wrapper_stashes_the_first_frame_and_puts_it_back_exactly(ca
     assert torch.equal(out, latent + 0.01), "without the mask frame 0 is the sampler's"
     with pytest.raises(ValueError, match="frames >= 2"):
         patch.sampler_sample(executor, object(), torch.ones(3), {}, None, latent[:1], latent[:1], None, True)
+
+
+def test_live_tensors_read_the_hosts_current_weights_with_its_lazy_patches():
+    import nodes.host as host
+
+    unet = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    unet[1].weight_function = [lambda w: w * 2]  # ComfyUI's low-VRAM LoRA patches are such functions
+    names = {"a.weight": "0.weight", "a.bias": "0.bias", "b.weight": "1.weight"}
+    got = host.live_tensors(unet, names, torch.device("cpu"), torch.float64)
+    assert got["a.weight"].dtype == torch.float64 and torch.equal(got["a.weight"], unet[0].weight.double())
+    assert torch.equal(got["b.weight"], unet[1].weight.double() * 2)
+    with torch.no_grad():
+        unet[0].weight.add_(1)  # a weight patch applied in place later is seen at the next call
+    assert torch.equal(host.live_tensors(unet, names, torch.device("cpu"), torch.float32)["a.weight"], unet[0].weight)
