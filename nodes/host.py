@@ -463,16 +463,26 @@ def unet_module(model: Any) -> torch.nn.Module:
     return model.model.diffusion_model
 
 
-def live_tensors(unet: torch.nn.Module, names: dict[str, str], device: torch.device,
-                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """``{lamp name: tensor}`` read from ComfyUI's UNet ``unet`` at call time (``names`` maps LAMP -> LDM names):
-    its LoRA/weight patches are in place, and those ComfyUI applies lazily (``weight_function`` /
-    ``bias_function`` in low-VRAM mode) are applied here; cast to ``device``/``dtype`` (no copy when they match)."""
+def compute_dtype(model: Any) -> torch.dtype:
+    """The dtype ComfyUI runs a MODEL's UNet in (its manual-cast dtype when the weights are stored otherwise)."""
+    base = model.model
+    return getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+
+
+def tensor_slots(unet: torch.nn.Module, names: dict[str, str]) -> list[tuple[str, torch.nn.Module, str]]:
+    """``(lamp name, owning module, attribute)`` for each LAMP -> LDM name of ComfyUI's UNet ``unet`` (looked up
+    once; the tensors themselves are read at every call by :func:`live_tensors`)."""
     modules = dict(unet.named_modules())
+    return [(lamp, modules[ldm.rpartition(".")[0]], ldm.rpartition(".")[2]) for lamp, ldm in names.items()]
+
+
+def live_tensors(slots: list[tuple[str, torch.nn.Module, str]], device: torch.device,
+                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``{lamp name: tensor}`` read from ComfyUI's UNet at call time (``slots`` from :func:`tensor_slots`): its
+    LoRA/weight patches are in place, and those ComfyUI applies lazily (``weight_function`` / ``bias_function``
+    in low-VRAM mode) are applied here; cast to ``device``/``dtype`` (no copy when they match)."""
     out = {}
-    for lamp, ldm in names.items():
-        owner, _, leaf = ldm.rpartition(".")
-        module = modules[owner]
+    for lamp, module, leaf in slots:
         tensor = getattr(module, leaf).to(device=device, dtype=dtype)
         for fn in getattr(module, f"{leaf}_function", None) or ():
             tensor = fn(tensor)

@@ -49,6 +49,7 @@ class LampMotionPatch:
     def __init__(self, unet: Any, names: dict[str, str]) -> None:
         self.unet, self.names = unet, names
         self._warned = False
+        self._slots: tuple[Any, list] | None = None  # (ComfyUI UNet module, its tensor slots)
 
     # -- SAMPLER_SAMPLE: remember the clean first frame of this run --------------------------------------
     def sampler_sample(self, executor: Callable, guider: Any, sigmas: torch.Tensor, extra_args: dict,
@@ -106,7 +107,9 @@ class LampMotionPatch:
         t = per_video(timesteps)[:, 0]
         ctx = per_video(context)[:, 0]
         down, mid = control_residuals(control, videos, frames, pos0, add_first)
-        base = host.live_tensors(executor.class_obj, self.names, x.device, x.dtype)
+        if self._slots is None or self._slots[0] is not executor.class_obj:
+            self._slots = (executor.class_obj, host.tensor_slots(executor.class_obj, self.names))
+        base = host.live_tensors(self._slots[1], x.device, x.dtype)
         eps = self.unet(base, video.transpose(1, 2), t, ctx, down, mid).transpose(1, 2)  # [videos, f, C, h, w]
         if add_first:
             eps = eps[:, 1:]
@@ -155,7 +158,7 @@ def patched_model(model: Any, motion: dict, metadata: dict, what: str, node: str
 
     try:
         config, names = ldm_names(host.unet_module(model).state_dict(), metadata, "the MODEL's UNet")
-        unet = BorrowedLampUNet(config, motion, metadata)
+        unet = BorrowedLampUNet(config, motion, metadata).to(host.compute_dtype(model))  # no cast per call
     except (weights.WeightsFormatError, ValueError) as e:
         raise ValueError(f"{node}: {what} does not fit this model: {e}") from None
     names = {k: v for k, v in names.items() if k in set(unet.base_names)}

@@ -147,8 +147,9 @@ def _patch(parts):
 @pytest.fixture
 def wrapped(parts, monkeypatch):
     import nodes.host as host
-    monkeypatch.setattr(host, "live_tensors", lambda unet, names, device, dtype:
-                        {k: unet.tensor(v).to(device, dtype) for k, v in names.items()})
+    monkeypatch.setattr(host, "tensor_slots", lambda unet, names: (unet, names))
+    monkeypatch.setattr(host, "live_tensors", lambda slots, device, dtype:
+                        {k: slots[0].tensor(v).to(device, dtype) for k, v in slots[1].items()})
     return _patch(parts)
 
 
@@ -339,9 +340,10 @@ def test_live_tensors_read_the_hosts_current_weights_with_its_lazy_patches():
     unet = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
     unet[1].weight_function = [lambda w: w * 2]  # ComfyUI's low-VRAM LoRA patches are such functions
     names = {"a.weight": "0.weight", "a.bias": "0.bias", "b.weight": "1.weight"}
-    got = host.live_tensors(unet, names, torch.device("cpu"), torch.float64)
+    slots = host.tensor_slots(unet, names)
+    got = host.live_tensors(slots, torch.device("cpu"), torch.float64)
     assert got["a.weight"].dtype == torch.float64 and torch.equal(got["a.weight"], unet[0].weight.double())
     assert torch.equal(got["b.weight"], unet[1].weight.double() * 2)
     with torch.no_grad():
         unet[0].weight.add_(1)  # a weight patch applied in place later is seen at the next call
-    assert torch.equal(host.live_tensors(unet, names, torch.device("cpu"), torch.float32)["a.weight"], unet[0].weight)
+    assert torch.equal(host.live_tensors(slots, torch.device("cpu"), torch.float32)["a.weight"], unet[0].weight)
