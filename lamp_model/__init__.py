@@ -23,6 +23,8 @@ _EXPORTS = {
     "sample_on_sigmas": "sigma_sampling",
     "official_sigmas": "sigma_sampling",
     "BorrowedLampUNet": "borrowed_unet",
+    "sample_long_video": "long_video",
+    "plan_long_video": "long_video",
     "ddim_invert": "inversion",
     "edit_video": "editing",
     "shared_noise": "noise",

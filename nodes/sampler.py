@@ -107,9 +107,10 @@ class LampSampler:
                                        "tooltip": "Frames per segment / window, frame one included (LAMP is "
                                                   "trained on 16). Memory is that of one segment."}),
             "overlap": ("INT", {"default": -1, "min": -1, "max": MAX_SEGMENT_FRAMES - 2,
-                                "tooltip": "-1: the strategy's default (segments 1 = they share only the pinned "
-                                           "frame; windows 4). segments: frames shared with the previous segment "
-                                           "(>= 1); windows: frames shared by neighbouring windows."}),
+                                "tooltip": "-1: the strategy's default (4). segments: frames shared with the "
+                                           "previous segment, the first of them pinned clean (1 = only the "
+                                           "previous segment's last frame); windows: frames shared by "
+                                           "neighbouring windows."}),
             "content_lock": ("BOOLEAN", {"default": DEFAULT_CONTENT_LOCK,
                                          "tooltip": "segments: the frame-0 attention of every segment reads the "
                                                     "original frame one instead of the segment's first frame "

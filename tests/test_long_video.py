@@ -41,10 +41,10 @@ def _inputs(frames, seed=0):
 
 # ---------------------------------------------------------------------------------------------- plans
 def test_segment_plan_shares_the_pinned_frame():
-    plan = plan_long_video(64, "segments")
+    plan = plan_long_video(64, "segments", overlap=1)
     assert plan.spans == ((0, 16), (15, 31), (30, 46), (45, 61), (60, 64))
     assert plan.seams == (15, 30, 45, 60) and plan.total_steps(50) == 250
-    assert plan_long_video(64, "segments", overlap=4).spans[:3] == ((0, 16), (12, 28), (24, 40))
+    assert plan_long_video(64, "segments").spans == ((0, 16), (12, 28), (24, 40), (36, 52), (48, 64))  # default 4
     assert plan_long_video(16, "segments").single and plan_long_video(2, "windows").single
 
 
@@ -71,8 +71,9 @@ def test_plan_refuses_bad_options_by_name(kwargs, words):
 def test_each_segment_starts_from_the_previous_segments_last_frame(tiny_unet):
     first, cond, uncond, noise = _inputs(10)
     rec = Recorder(tiny_unet)
-    video = sample_long_video(rec, first, cond, uncond, noise, steps=3, segment_frames=SEG)
-    plan = plan_long_video(10, "segments", SEG)
+    video = sample_long_video(rec, first, cond, uncond, noise, steps=3, segment_frames=SEG, overlap=1,
+                              content_lock=False)
+    plan = plan_long_video(10, "segments", SEG, 1)
     assert plan.spans == ((0, 4), (3, 7), (6, 10))
     assert torch.equal(video[:, :, :1], first)
     assert len(rec.inputs) == 3 * len(plan.spans)
@@ -103,7 +104,7 @@ def test_overlap_frames_are_imposed_at_the_step_noise_level(tiny_unet):
     first, cond, uncond, noise = _inputs(7)
     rec = Recorder(tiny_unet)
     video = sample_long_video(rec, first, cond, uncond, noise, steps=2, segment_frames=SEG, overlap=2,
-                              adain=False)
+                              adain=False, content_lock=False)
     plan = plan_long_video(7, "segments", SEG, 2)
     assert plan.spans == ((0, 4), (2, 6), (4, 7))
     sched = make_scheduler()
@@ -168,14 +169,16 @@ def test_frame0_bank_reads_the_recorded_frame(tiny_unet):
 def test_content_lock_records_the_original_frame_one(tiny_unet):
     first, cond, uncond, noise = _inputs(10)
     rec = Recorder(tiny_unet)
-    locked = sample_long_video(rec, first, cond, uncond, noise, steps=2, segment_frames=SEG, content_lock=True)
+    locked = sample_long_video(rec, first, cond, uncond, noise, steps=2, segment_frames=SEG, overlap=1,
+                               content_lock=True)
     # segment 1: one pass per step; segments 2, 3: a recording pass (frame 0 = frame one) + the real pass
     assert len(rec.inputs) == 2 + 2 * 2 * 2
     for j in range(2):
         record, real = rec.inputs[2 + 4 * j], rec.inputs[3 + 4 * j]
         assert torch.equal(record[:1, :, :1], first) and torch.equal(record[:, :, 1:], real[:, :, 1:])
         assert torch.equal(real[:1, :, :1], locked[:, :, 3 + 3 * j:4 + 3 * j])
-    free = sample_long_video(tiny_unet, first, cond, uncond, noise, steps=2, segment_frames=SEG)
+    free = sample_long_video(tiny_unet, first, cond, uncond, noise, steps=2, segment_frames=SEG, overlap=1,
+                             content_lock=False)
     assert torch.equal(free[:, :, :SEG], locked[:, :, :SEG]) and not torch.allclose(free, locked)
 
 
@@ -194,10 +197,11 @@ def _stats(x):
 
 def test_colour_reference_original_vs_segment(tiny_unet):
     first, cond, uncond, noise = _inputs(10)
-    plan = plan_long_video(10, "segments", SEG)
-    orig = sample_long_video(tiny_unet, first, cond, uncond, noise, steps=2, segment_frames=SEG,
+    plan = plan_long_video(10, "segments", SEG, 1)
+    orig = sample_long_video(tiny_unet, first, cond, uncond, noise, steps=2, segment_frames=SEG, overlap=1,
                              color_reference="original")
-    seg = sample_long_video(tiny_unet, first, cond, uncond, noise, steps=2, segment_frames=SEG)
+    seg = sample_long_video(tiny_unet, first, cond, uncond, noise, steps=2, segment_frames=SEG, overlap=1,
+                            color_reference="segment")
     m0, s0 = _stats(first[:, :, 0])
     for f in range(1, 10):
         m, s = _stats(orig[:, :, f])
@@ -213,7 +217,7 @@ def test_colour_reference_original_vs_segment(tiny_unet):
 def test_histogram_matching_of_long_videos():
     g = torch.Generator().manual_seed(0)
     frames = torch.rand(10, 6, 6, 3, generator=g) * torch.linspace(0.3, 1, 10)[:, None, None, None]
-    plan = plan_long_video(10, "segments", SEG)
+    plan = plan_long_video(10, "segments", SEG, 1)
     orig = match_histogram_long(frames, plan, "original")
     assert torch.equal(orig, torch.cat([frames[:1], match_histogram(frames[1:], frames[0])]))
     seg = match_histogram_long(frames, plan, "segment")
@@ -229,7 +233,7 @@ def test_progress_counts_all_steps_and_cancel_stops(tiny_unet, strategy, total):
     first, cond, uncond, noise = _inputs(10)
     seen = []
     sample_long_video(tiny_unet, first, cond, uncond, noise, steps=3, strategy=strategy, segment_frames=SEG,
-                      callback=lambda i, n, lat: seen.append((i, n)))
+                      overlap=1, callback=lambda i, n, lat: seen.append((i, n)))
     assert seen == [(i, total) for i in range(total)]
 
 
@@ -248,5 +252,5 @@ def test_cancel_between_steps(tiny_unet, strategy, at, calls):
     rec = Recorder(tiny_unet)
     with pytest.raises(Cancelled):
         sample_long_video(rec, first, cond, uncond, noise, steps=3, strategy=strategy, segment_frames=SEG,
-                          overlap=1, callback=cancel)
+                          overlap=1, content_lock=False, callback=cancel)
     assert len(rec.inputs) == calls  # segments: after segment 2's 2nd step; windows: after step 2 (4 windows)

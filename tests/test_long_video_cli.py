@@ -27,6 +27,6 @@ def test_demo_long_video_reports_each_chunk(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--frames", "31", "--steps", "2", "--long-strategy", "segments",
                  "--content-lock", "--color-reference", "original"]) == 0
     printed = capsys.readouterr().out
-    assert "long video: 31 frames as 2 segments of 16 (overlap 1)" in printed
+    assert "long video: 31 frames as 3 segments of 16 (overlap 4)" in printed
     assert "px/frame per 16-frame chunk" in printed and "chunks matching 'right'" in printed
     assert (tmp_path / "right_a_blue_triangle_strip.png").is_file()

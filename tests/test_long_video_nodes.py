@@ -30,15 +30,26 @@ def bars(monkeypatch):
 
 def test_sampler_makes_a_long_video_with_the_engine(lamp_model, bars):
     latent = first_frame_latent(frames=10)
-    out = run_sampler(lamp_model, latent, steps=2, segment_frames=4, content_lock=True,
-                      color_reference="frame one")["samples"]
+    out = run_sampler(lamp_model, latent, steps=2, segment_frames=4, overlap=1, content_lock=False,
+                      color_reference="segment start")["samples"]
     want = sample_long_video(lamp_model.unet, (latent["samples"][:1] * SD1_LATENT_SCALE).transpose(0, 1)[None],
                              cond(seed=1)[0][0], cond(seed=2)[0][0], make_raw_noise(5, (1, 4, 10, 4, 4)), steps=2,
-                             guidance_scale=7.5, segment_frames=4, content_lock=True, color_reference="original")
+                             guidance_scale=7.5, segment_frames=4, overlap=1, content_lock=False,
+                             color_reference="segment")
     assert out.shape == (10, 4, 4, 4)
     assert torch.allclose(out, want[0].transpose(0, 1) / SD1_LATENT_SCALE, atol=1e-5)
     assert torch.allclose(out[0], latent["samples"][0], atol=1e-6)
     assert bars[-1].total == 6 and bars[-1].history == [1, 2, 3, 4, 5, 6]  # 3 segments x 2 steps
+
+
+def test_sampler_defaults_are_the_measured_ones(lamp_model):
+    latent = first_frame_latent(frames=10)
+    out = run_sampler(lamp_model, latent, steps=2, segment_frames=4)["samples"]
+    want = sample_long_video(lamp_model.unet, (latent["samples"][:1] * SD1_LATENT_SCALE).transpose(0, 1)[None],
+                             cond(seed=1)[0][0], cond(seed=2)[0][0], make_raw_noise(5, (1, 4, 10, 4, 4)), steps=2,
+                             guidance_scale=7.5, segment_frames=4, overlap=2, content_lock=True,
+                             color_reference="original")  # overlap: the default 4, capped at segment_frames - 2
+    assert torch.allclose(out, want[0].transpose(0, 1) / SD1_LATENT_SCALE, atol=1e-5)
 
 
 def test_sampler_windows_and_one_segment_on_the_device(lamp_model, bars, monkeypatch):
@@ -62,7 +73,7 @@ def test_short_latents_ignore_the_long_options(lamp_model):
 def test_cancel_between_segment_steps(lamp_model, bars):
     host.simulate_cancel(after=2)  # Cancel during the 3rd step = step 1 of segment 2
     with pytest.raises(host.Interrupted):
-        run_sampler(lamp_model, first_frame_latent(frames=10), steps=2, segment_frames=4)
+        run_sampler(lamp_model, first_frame_latent(frames=10), steps=2, segment_frames=4, overlap=1)
     assert bars[-1].history == [1, 2]
 
 

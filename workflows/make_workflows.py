@@ -22,7 +22,7 @@ MOTION = "horse_run.safetensors"
 SAMPLER_HEIGHT = 640
 #: LAMP Sampler's long-video widgets: long_strategy, segment_frames, overlap (-1 = the strategy's default),
 #: content_lock, color_reference (the node's defaults).
-LONG_DEFAULTS = ["segments", 16, -1, False, "segment start"]
+LONG_DEFAULTS = ["segments", 16, -1, True, "frame one"]
 
 
 class Graph:
@@ -277,8 +277,8 @@ def video_edit(per_frame_control: bool = False) -> Graph:
 
 
 def long_video() -> Graph:
-    """(e) A 64-frame video from a 16-frame LAMP motion: a photo is frame one, the sampler makes four and a bit
-    segments of 16 frames, each starting from the previous segment's last frame (README: Long videos)."""
+    """(e) A 64-frame video from a 16-frame LAMP motion: a photo is frame one, the sampler makes five segments
+    of 16 frames sharing 4 frames, frame-0 attention locked on frame one (README: Long videos)."""
     g = Graph()
     load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                   widgets=["example.png", "image"], title="Frame one (your photo)", size=(340, 360))

@@ -61,14 +61,17 @@ class Row:
     source: str = "motion"  # or "ground_truth"
 
 
+_FREE = {"content_lock": False, "color_reference": "segment"}
+_LOCK = {"content_lock": True, "color_reference": "original"}
 ROWS = {
     "wide16": Row("16 frames on the wide canvas (canvas check; no long video)", frames=16, strategy=None),
-    "segments": Row("segments, overlap 1, own frame-0 attention, colour to segment start"),
-    "segments_lock": Row("segments, overlap 1, content lock, colour to frame one",
-                         options={"content_lock": True, "color_reference": "original"}),
-    "segments_k4": Row("segments, overlap 4, own frame-0 attention, colour to segment start", options={"overlap": 4}),
-    "segments_k4_lock": Row("segments, overlap 4, content lock, colour to frame one",
-                            options={"overlap": 4, "content_lock": True, "color_reference": "original"}),
+    "segments": Row("segments, overlap 1, own frame-0 attention, colour to segment start",
+                    options={"overlap": 1, **_FREE}),
+    "segments_lock": Row("segments, overlap 1, content lock, colour to frame one", options={"overlap": 1, **_LOCK}),
+    "segments_k4": Row("segments, overlap 4, own frame-0 attention, colour to segment start",
+                       options={"overlap": 4, **_FREE}),
+    "segments_k4_lock": Row("segments, overlap 4, content lock, colour to frame one (the default)",
+                            options={"overlap": 4, **_LOCK}),
     "windows": Row("windows, overlap 4", strategy="windows", options={"overlap": 4}),
     "windows8": Row("windows, overlap 8", strategy="windows", options={"overlap": 8}),
     "ground_truth": Row("ground-truth 64-frame clips (tracker check)", strategy=None, source="ground_truth"),
@@ -117,7 +120,7 @@ def _slice(tr: tracking.Track, start: int, stop: int) -> tracking.Track:
 def score_video(video: torch.Tensor, shape: str, motion: str) -> dict:
     """Per-video figures (see the module docstring) of frames ``[F, 3, H, W]`` showing a ``shape``."""
     tr, local, extra = track_following(video, shape, motion)
-    chunks = plan_long_video(len(video), "segments").spans
+    chunks = plan_long_video(len(video), "segments", overlap=1).spans
     full = [c for c in chunks if c[1] - c[0] == world.FRAMES]
     along = tr.cx if motion == "right" else tr.cy
     ok = [bool(tracking.motion_ok(_slice(tr, a, b), motion)) for a, b in full]

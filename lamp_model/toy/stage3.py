@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..noise import DEFAULT_ALPHA, make_raw_noise
 from ..postprocess import color_match
-from ..long_video import match_histogram_long, plan_long_video, sample_long_video
+from ..long_video import DEFAULT_COLOR_REFERENCE, match_histogram_long, plan_long_video, sample_long_video
 from ..sampling import sample_video
 from ..unet3d import LampUNet3D
 from ..video_io import write_strip, write_video
@@ -92,7 +92,7 @@ def animate(unet: LampUNet3D, text_encoder: ToyTextEncoder, first_frames: torch.
         # Long videos: frames matched to frame one, or segment by segment to each segment's first frame.
         plan = plan_long_video(opt.frames, opt.long_strategy, opt.long_options.get("segment_frames", world.FRAMES),
                                opt.long_options.get("overlap"))
-        reference = opt.long_options.get("color_reference", "segment")
+        reference = opt.long_options.get("color_reference", DEFAULT_COLOR_REFERENCE)
         videos = torch.stack([match_histogram_long(v, plan, reference) for v in videos])
     elif opt.histogram:
         # Official post-processing: frames 1.. matched to frame 0 (with frame 0 pinned, the given image);
