@@ -19,23 +19,24 @@ from typing import Any, Iterator
 import torch
 
 
-def _per_frame(t: torch.Tensor, videos: int, frames: int, pos0: int, add_first: bool) -> torch.Tensor:
+def _per_frame(t: torch.Tensor, videos: int, frames: int, pos0: int | None, add_first: bool) -> torch.Tensor:
     """``[videos*frames, ...]`` residual with frame 0 zeroed (or a zero frame 0 put in front) → folded again."""
     t = t.reshape(videos, frames, *t.shape[1:])
     if add_first:
         t = torch.cat([torch.zeros_like(t[:, :1]), t], dim=1)
-    else:
+    elif pos0 is not None:
         t = t.clone()
         t[:, pos0] = 0
     return t.reshape(-1, *t.shape[2:])
 
 
-def control_residuals(control: dict | None, videos: int, frames: int, pos0: int = 0, add_first: bool = False
+def control_residuals(control: dict | None, videos: int, frames: int, pos0: int | None = 0, add_first: bool = False
                       ) -> tuple[list[torch.Tensor | None] | None, torch.Tensor | None]:
     """``(down residuals, mid residual)`` for the LAMP UNet from a ComfyUI control dict (``None``: no control).
 
-    ``videos`` × ``frames`` is how the batch splits; ``pos0`` is where frame 0 sits in each video, or
-    ``add_first`` says the caller puts the clean frame 0 in front (context windows without frame 0).
+    ``videos`` × ``frames`` is how the batch splits; ``pos0`` is where the pinned clean frame 0 sits in each video
+    (``None``: no pinned frame in this batch, every frame gets its residual), or ``add_first`` says the caller puts
+    the clean frame 0 in front (context windows without frame 0).
     """
     if not control:
         return None, None

@@ -65,8 +65,9 @@ class LampMotionPatch:
         pinned = _frame0_is_masked(denoise_mask, latent_image.shape[0])
         if not pinned and not self._warned:
             self._warned = True
-            log.warning("[LAMP] the LATENT has no noise mask that keeps frame 0: the sampler will change frame 0. "
-                        "Use the LATENT of LAMP First Frame (its noise_mask is 0 on frame 0).")
+            log.warning("[LAMP] the LATENT has no noise mask that keeps frame 0: frame 0 is generated like the other "
+                        "frames, not kept as LAMP's first frame. Use the LATENT of LAMP First Frame (its noise_mask is "
+                        "0 on frame 0).")
         options = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
         options[FIRST_FRAME_KEY] = FirstFrame(latent_image[:1].clone(), pinned)
         with host.context_windows_fixed(extra_args["model_options"]):
@@ -92,8 +93,12 @@ class LampMotionPatch:
         index = list(getattr(window, "index_list", range(frames)))
         if window is not None and getattr(window, "dim", 0) != 0:
             raise ValueError("LAMP: context windows must run over dim 0 (frames on the batch axis); set dim = 0.")
-        add_first = 0 not in index
-        pos0 = 0 if add_first else index.index(0)
+        if first.latent.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"LAMP: the LAMP MODEL got a {tuple(x.shape[-2:])} crop of the {tuple(first.latent.shape[-2:])} "
+                             "latent: area/mask conditioning is not supported on the LAMP part.")
+        pinned = first.pinned
+        add_first = pinned and 0 not in index  # LAMP's attention reads the clean frame 0: every window gets it
+        pos0 = 0 if add_first or 0 not in index else index.index(0)
 
         def per_video(t: torch.Tensor) -> torch.Tensor:  # [videos*frames, ...] -> [videos, frames(+1), ...]
             t = t.reshape(videos, frames, *t.shape[1:])
@@ -102,11 +107,11 @@ class LampMotionPatch:
             return t
 
         video = per_video(x).clone()
-        video[:, pos0] = first.latent.to(video)[0]
-        f = video.shape[1]
+        if pinned:
+            video[:, pos0] = first.latent.to(video)[0]
         t = per_video(timesteps)[:, 0]
         ctx = per_video(context)[:, 0]
-        down, mid = control_residuals(control, videos, frames, pos0, add_first)
+        down, mid = control_residuals(control, videos, frames, pos0 if pinned else None, add_first)
         if self._slots is None or self._slots[0] is not executor.class_obj:
             self._slots = (executor.class_obj, host.tensor_slots(executor.class_obj, self.names))
         base = host.live_tensors(self._slots[1], x.device, x.dtype)

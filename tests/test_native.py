@@ -347,3 +347,21 @@ def test_live_tensors_read_the_hosts_current_weights_with_its_lazy_patches():
     with torch.no_grad():
         unet[0].weight.add_(1)  # a weight patch applied in place later is seen at the next call
     assert torch.equal(host.live_tensors(slots, torch.device("cpu"), torch.float32)["a.weight"], unet[0].weight)
+
+
+def test_unpinned_latent_frame_0_is_generated_like_the_others(wrapped):
+    """Without LAMP First Frame's noise mask nothing is put into frame 0 and a window gets no extra frame."""
+    patch, executor, lamp = wrapped
+    torch.manual_seed(11)
+    x, first = torch.randn(4, 4, 8, 8), torch.zeros(1, 4, 8, 8)
+    options = {FIRST_FRAME_KEY: FirstFrame(first, False), "cond_or_uncond": [0]}
+    got = patch.diffusion_model(executor, x, torch.full((4,), 601.0), torch.zeros(4, 7, 16), None, None, options)
+    want = lamp(x.transpose(0, 1)[None], torch.tensor([601.0]), torch.zeros(1, 7, 16))[0].transpose(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    options["context_window"] = type("Window", (), {"index_list": [2, 3], "dim": 0})()
+    got = patch.diffusion_model(executor, x[2:], torch.full((2,), 601.0), torch.zeros(2, 7, 16), None, None, options)
+    want = lamp(x[2:].transpose(0, 1)[None], torch.tensor([601.0]), torch.zeros(1, 7, 16))[0].transpose(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="area/mask conditioning"):
+        patch.diffusion_model(executor, x[:, :, :4], torch.full((4,), 601.0), torch.zeros(4, 7, 16), None, None,
+                              {FIRST_FRAME_KEY: FirstFrame(first, True), "cond_or_uncond": [0]})
