@@ -140,6 +140,29 @@ def nan_advice(device: torch.device | str, dtype: torch.dtype) -> str:
             "and the base model), or the guidance scale is extreme")
 
 
+# ---------------------------------------------------------------------------------------------- devices
+def compute_device(name: Optional[str], what: str = "--device") -> torch.device:
+    """The device a user named (``None``, ``""`` or ``"auto"``: CUDA when available, else the CPU), refused
+    with a ``ValueError`` when it is not a device name or cannot be used on this machine (e.g. ``cuda`` with a
+    CPU-only PyTorch), instead of torch's traceback at the first model move."""
+    if name is None or str(name).strip().lower() in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name).strip())
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{what} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "meta":
+        raise ValueError(f"{what} meta holds no data; use auto, cpu, cuda or cuda:N")
+    if device.type != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except Exception as err:  # noqa: BLE001 - torch raises AssertionError/RuntimeError/… by backend
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            raise ValueError(f"{what} {name}: this device cannot be used here ({reason}); use --device cpu, or "
+                             "auto to take a GPU only when one is usable") from None
+    return device
+
+
 # ---------------------------------------------------------------------------------------------- files
 def writable_dir(path: str | os.PathLike, what: str) -> Path:
     """Create ``path`` if needed and prove a file can be written in it; ``what`` names the setting."""

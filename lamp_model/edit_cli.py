@@ -95,10 +95,10 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     from .video_io import write_strip, write_video
     from .weights import load_unet
 
-    from .checks import as_int, writable_dir
+    from .checks import as_float, as_int, compute_device, writable_dir
 
     clock = time.perf_counter()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = compute_device(args.device)
     video = Path(args.video)
     if not video.exists():
         raise FileNotFoundError(f"--video not found: {video}")
@@ -106,6 +106,10 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         if as_int(f"--{name}", getattr(args, name), 8, 4096) % 8:
             raise ValueError(f"--{name} {getattr(args, name)} is not a multiple of 8")
     as_int("--steps", args.steps, 1, 1000)
+    # checked here, not after minutes of inversion at SD size
+    as_float("--guidance-scale", args.guidance_scale, 0.0, hint="official 12.5")
+    as_float("--fps", args.fps, 0.0, lo_open=True, hint="official 8")
+    first_frame = _read_image(Path(args.first_frame), args.width, args.height)
     writable_dir(args.out, "--out")
     need = args.start + (max(args.frames, 1) - 1) * max(args.stride, 1) + 1
     clip = read_frames(video, args.width, args.height, args.resize, max_frames=need)
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
             return torch.cat(chunks).float() * scale
 
         latents = encode(frames_to_pixels(source)).transpose(0, 1).unsqueeze(0)  # [1, 4, F, h, w]
-        first = encode(_read_image(Path(args.first_frame), args.width, args.height)).unsqueeze(2)
+        first = encode(first_frame).unsqueeze(2)
 
     stem = args.name or f"{video.stem}_edit"
     out = Path(args.out)

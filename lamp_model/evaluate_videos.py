@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from PIL import Image
 
+from .checks import writable_dir
 from .cli import ArgumentParser, run_command
 from .data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoSetError, _natural_key, read_frames
 from .metrics import EvalVideo, MetricsError, evaluate, format_table, load_clip
@@ -143,10 +145,19 @@ def add_metric_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 …")
 
 
-def resolve_device(name: str) -> str:
-    import torch
+def resolve_device(name: str) -> torch.device:
+    """``--device``: auto (CUDA when available), or a device that is usable here (else a one-line error)."""
+    from .checks import compute_device
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    return compute_device(name)
+
+
+def print_report(report: dict[str, Any], out: Optional[Path]) -> None:
+    """Print the table and, with ``out``, write ``metrics.md`` and ``metrics.json`` there and name them."""
+    print(format_table(report))
+    if out:
+        for path in write_report(report, out):
+            print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,15 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def body() -> int:
-        clip = load_clip(clip_path(args.clip), device=resolve_device(args.device))
+        device = resolve_device(args.device)
+        if args.out:
+            writable_dir(args.out, "--out")  # before any work, not after the scoring
+        clip = load_clip(clip_path(args.clip), device=device)
         videos = load_videos(args.videos, read_prompts(args.prompts))
         bar, progress = tqdm_progress(len(videos), "CLIP metrics")
         with bar:
             report = evaluate(clip, videos, official_quirks=args.official_quirks, progress=progress)
-        print(format_table(report))
-        if args.out:
-            for path in write_report(report, args.out):
-                print(f"wrote {path}")
+        print_report(report, args.out)
         return 0
 
     return run_command(body)

@@ -237,7 +237,8 @@ def alignment_from_features(feats: torch.Tensor, text: torch.Tensor, scale: floa
 def consistency_from_features(feats: torch.Tensor, scale: float) -> float:
     """Mean over all pairs ``i > j`` of ``scale · <f_i, f_j>``; needs at least 2 frames."""
     if len(feats) < 2:
-        raise MetricsError(f"frame consistency needs a video of at least 2 frames, got {len(feats)}")
+        raise MetricsError(f"frame consistency needs a video of at least 2 frames, got {len(feats)}; a still "
+                           "image is not a video: remove it or give the whole clip")
     sims = feats @ feats.T
     i, j = torch.tril_indices(len(feats), len(feats), offset=-1, device=feats.device)
     return float(scale * sims[i, j].mean())

@@ -32,7 +32,7 @@ import torch
 
 from .cli import ArgumentParser, run_command
 from .data import IMAGE_SUFFIXES, _natural_key
-from .metrics import EvalVideo, format_table, load_clip, score_named, summarize
+from .metrics import EvalVideo, load_clip, score_named, summarize
 
 #: The paper's protocol. Motions and prompt counts: the official benchmark/ folder (6 first frames each).
 PROTOCOL: dict[str, Any] = {
@@ -161,7 +161,8 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluate_videos import add_metric_options, clip_path, resolve_device, tqdm_progress, write_report
+    from .checks import as_float, as_int, writable_dir
+    from .evaluate_videos import add_metric_options, clip_path, print_report, resolve_device, tqdm_progress
     from .video_io import write_video
 
     ap = ArgumentParser(prog="python -m lamp_model paper-eval", description=__doc__.split("\n\n")[0],
@@ -183,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = {**PROTOCOL, "frames": args.frames, "width": args.width, "height": args.height, "steps": args.steps,
                 "guidance_scale": args.guidance_scale, "seeds": list(args.seeds)}
-    device = torch.device(resolve_device(args.device))
 
     def body() -> int:
         if args.width % 8 or args.height % 8 or args.frames < 2:
             raise PaperEvalError(f"--width/--height must be multiples of 8 and --frames >= 2 "
                                  f"(got {args.width}x{args.height}, {args.frames})")
+        as_int("--steps", args.steps, 1, 1000, hint="the protocol uses 50")
+        as_float("--guidance-scale", args.guidance_scale, 0.0, hint="the protocol uses 12.5")
+        device = resolve_device(args.device)
+        writable_dir(args.out, "--out")  # before generating anything
         clip = load_clip(clip_path(args.clip), device=device)  # fail early, before any generation
         jobs = plan(args.motions, args.first_frames, settings["seeds"], args.motion)
         scores, prompts = [], {}
@@ -204,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "prompts.json").write_text(json.dumps(prompts, indent=2) + "\n", encoding="utf-8")
         report = {**summarize(clip, scores, official_quirks=args.official_quirks), "protocol": settings}
-        print(format_table(report))
-        for path in write_report(report, args.out):
-            print(f"wrote {path}")
+        print_report(report, args.out)
         return 0
 
     return run_command(body)

@@ -12,6 +12,7 @@ written when the video has still parts; the playing time is unchanged.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Union
@@ -89,6 +90,9 @@ def write_video(frames: Frames, path: Union[str, Path], fps: float = 8, crf: int
     ext = path.suffix.lower()
     if ext not in VIDEO_EXTENSIONS:
         raise ValueError(f"cannot write video {path.name!r}: use one of {', '.join(VIDEO_EXTENSIONS)}")
+    rate = float(fps) if isinstance(fps, (int, float, np.floating, np.integer)) else math.nan
+    if not (math.isfinite(rate) and rate > 0):  # an MP4 at fps 0 would quietly play at 24 fps
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
     arr = to_uint8(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".mp4":

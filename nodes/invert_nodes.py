@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from lamp_model.checks import nan_advice
 from lamp_model.editing import EDIT_FRAMES, EDIT_STEPS, EDIT_STRIDE, clip_window
 from lamp_model.frames import RESIZE_MODES
 
@@ -162,8 +163,7 @@ class LampInvertVideo:
                                    callback=host.callback_for(bar))
             inverted = inverted.float().cpu()
         if not torch.isfinite(inverted).all():
-            raise FloatingPointError(f"{NODE}: the inversion holds NaN/inf values. With fp16 on this GPU try dtype "
-                                     "bf16 or fp32.")
+            raise FloatingPointError(f"{NODE}: the inversion holds NaN/inf values; {nan_advice(device, compute)}.")
         out = host.intermediate_device()
         return InvertedStart(inverted, int(steps)), pixels[:1].to(out), pixels.to(out)
 
