@@ -108,7 +108,7 @@ def _text_encoder(base: Path, text_encoder: Optional[str], device: torch.device)
         raise PaperEvalError(f"{base.name} is a single-file checkpoint, which carries no tokenizer: pass "
                              "--text-encoder <diffusers SD-1.x folder with tokenizer/ and text_encoder/>")
     try:
-        return text_encoder_from_folder(folder, device)
+        return text_encoder_from_folder(folder, device, alternative="")
     except TrainSetupError as err:
         raise PaperEvalError(str(err)) from err
 

@@ -217,16 +217,18 @@ def load_vae(base: Path, vae: str | None) -> torch.nn.Module:
     return model
 
 
-def text_encoder_from_folder(folder: Path, device: torch.device) -> TextEncoder:
-    """CLIP tokenizer + text encoder from a diffusers-layout folder (needs ``transformers``)."""
+def text_encoder_from_folder(folder: Path, device: torch.device, alternative: str = "--text-embeddings") -> TextEncoder:
+    """CLIP tokenizer + text encoder from a diffusers-layout folder (needs ``transformers``). ``alternative``:
+    the command's other way to give prompts, named in the messages ("" when it has none)."""
+    other = f", or pass {alternative}" if alternative else ""
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError as err:
         raise TrainSetupError("encoding prompts with the base's CLIP text encoder needs the optional package "
-                              "'transformers' (pip install transformers), or pass --text-embeddings") from err
+                              f"'transformers' (pip install transformers){other}") from err
     if not (folder / "tokenizer").is_dir() or not (folder / "text_encoder").is_dir():
         raise TrainSetupError(f"{folder} has no tokenizer/ and text_encoder/ folders; pass --text-encoder <a "
-                              "diffusers SD-1.x folder> or --text-embeddings")
+                              f"diffusers SD-1.x folder>{other}")
     tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", local_files_only=True)
     model = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", local_files_only=True)
     model.to(device).eval().requires_grad_(False)

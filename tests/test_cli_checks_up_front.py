@@ -41,20 +41,19 @@ def _one_error_line(capsys) -> str:
 @pytest.fixture
 def nothing_loads(monkeypatch):
     """Any model load or clip decode fails the test: the refusals must come first."""
-    import lamp_model.data
+    import lamp_model.data  # every module imported before patching, so that the patches are undone exactly
+    import lamp_model.evaluate_videos
     import lamp_model.metrics
+    import lamp_model.paper_eval
     import lamp_model.train_cli
 
     def forbidden(*a, **k):
         raise AssertionError("work started before the bad input was refused")
 
     for module, name in ((lamp_model.data, "read_frames"), (lamp_model.train_cli, "load_vae"),
-                         (lamp_model.train_cli, "make_text_encoder"), (lamp_model.metrics, "load_clip")):
+                         (lamp_model.train_cli, "make_text_encoder"), (lamp_model.metrics, "load_clip"),
+                         (lamp_model.evaluate_videos, "load_clip"), (lamp_model.paper_eval, "load_clip")):
         monkeypatch.setattr(module, name, forbidden)
-    import lamp_model.evaluate_videos
-    import lamp_model.paper_eval
-    monkeypatch.setattr(lamp_model.evaluate_videos, "load_clip", forbidden)
-    monkeypatch.setattr(lamp_model.paper_eval, "load_clip", forbidden)
 
 
 @pytest.fixture
@@ -123,3 +122,15 @@ def test_invert_node_nan_advice_fits_the_dtype(lamp_model, monkeypatch):  # noqa
     monkeypatch.setattr(inversion, "ddim_invert", lambda unet, latents, *a, **k: torch.full_like(latents, float("nan")))
     with pytest.raises(FloatingPointError, match="already float32 on cpu, so this is not a precision problem"):
         invert(lamp_model, source_images(), dtype="fp32")
+
+
+def test_paper_eval_names_only_its_own_text_flags(tmp_path):
+    """paper-eval has no --text-embeddings, so its message must not advise it (train and edit do have it)."""
+    from lamp_model.paper_eval import _text_encoder
+    from lamp_model.train_cli import TrainSetupError, text_encoder_from_folder
+
+    with pytest.raises(ValueError, match="--text-encoder") as err:
+        _text_encoder(tmp_path, None, torch.device("cpu"))
+    assert "--text-embeddings" not in str(err.value)
+    with pytest.raises(TrainSetupError, match="or pass --text-embeddings"):
+        text_encoder_from_folder(tmp_path, torch.device("cpu"))
