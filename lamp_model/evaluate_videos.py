@@ -76,9 +76,14 @@ def find_videos(root: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def _prompt(prompts: dict[str, str], motion: str, video: Path) -> str:
+def _prompt(prompts: dict[str, str], motion: str, video: Path, used: Optional[set[str]] = None) -> str:
     name = video.stem if video.is_file() else video.name
-    return prompts.get(f"{motion}/{name}") or prompts.get(name) or name.replace("_", " ").strip()
+    for key in (f"{motion}/{name}", name):
+        if prompts.get(key):
+            if used is not None:
+                used.add(key)
+            return prompts[key]
+    return name.replace("_", " ").strip()
 
 
 def read_prompts(path: Optional[Path]) -> dict[str, str]:
@@ -96,15 +101,20 @@ def read_prompts(path: Optional[Path]) -> dict[str, str]:
 
 def load_videos(root: Path, prompts: dict[str, str]) -> list[EvalVideo]:
     """Decode every video under ``root`` at its own size (one decoder for the pack: :func:`data.read_frames`)."""
-    videos = []
+    videos, used = [], set()
     for motion, paths in find_videos(root).items():
         for path in paths:
             try:
                 frames = read_frames(path, None, None)
             except VideoSetError as err:
                 raise MetricsError(f"{motion}/{err}") from err
-            videos.append(EvalVideo(motion, path.stem if path.is_file() else path.name, _prompt(prompts, motion, path),
-                                    frames))
+            videos.append(EvalVideo(motion, path.stem if path.is_file() else path.name,
+                                    _prompt(prompts, motion, path, used), frames))
+    unused = sorted(set(prompts) - used)
+    if unused:  # a typo in the prompts file would otherwise score silently against the file names
+        print(f"note: {len(unused)} --prompts key(s) match no video and are not used: {', '.join(unused[:5])}"
+              f"{' …' if len(unused) > 5 else ''} (keys are '<motion>/<name>' or '<name>', without extension)",
+              file=sys.stderr)
     return videos
 
 

@@ -73,6 +73,8 @@ def plan(motions_dir: Path, first_frames_dir: Path, seeds: Sequence[int], only: 
     for what, folder in (("--motions", motions_dir), ("--first-frames", first_frames_dir)):
         if not folder.is_dir():
             raise PaperEvalError(f"{what} folder '{folder}' does not exist")
+    if len(set(seeds)) != len(seeds):  # the same seed twice would write one video over the other and count it twice
+        raise PaperEvalError(f"--seeds {' '.join(map(str, seeds))} repeats a seed; list each seed once")
     weights = _motion_weights(motions_dir)
     if not weights:
         raise PaperEvalError(f"'{motions_dir}' holds no motions: put <motion>.safetensors files (python -m lamp_model "

@@ -134,3 +134,27 @@ def test_paper_eval_names_only_its_own_text_flags(tmp_path):
     assert "--text-embeddings" not in str(err.value)
     with pytest.raises(TrainSetupError, match="or pass --text-embeddings"):
         text_encoder_from_folder(tmp_path, torch.device("cpu"))
+
+
+def test_paper_eval_refuses_a_repeated_seed(tmp_path):
+    from lamp_model.paper_eval import PaperEvalError, plan
+
+    with pytest.raises(PaperEvalError, match="--seeds 0 1 0 repeats a seed"):
+        plan(tmp_path, tmp_path, [0, 1, 0])
+
+
+def test_evaluate_videos_names_prompt_keys_that_match_no_video(tmp_path, capsys):
+    from PIL import Image
+
+    from lamp_model.evaluate_videos import load_videos
+
+    clip = tmp_path / "horse_run" / "a_horse_runs"
+    clip.mkdir(parents=True)
+    for k in range(2):
+        Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(clip / f"{k:03d}.png")
+    videos = load_videos(tmp_path, {"horse_run/a_horse_runs": "a horse runs fast", "a_hrose_runs": "typo"})
+    assert [v.prompt for v in videos] == ["a horse runs fast"]
+    err = capsys.readouterr().err
+    assert "1 --prompts key(s) match no video and are not used: a_hrose_runs" in err
+    load_videos(tmp_path, {"a_horse_runs": "by name"})
+    assert "match no video" not in capsys.readouterr().err
