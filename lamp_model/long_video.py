@@ -122,6 +122,15 @@ def plan_long_video(frames: int, strategy: str = DEFAULT_STRATEGY, segment_frame
     return LongVideoPlan(frames, strategy, length, k, tuple(spans))
 
 
+def cover_frames(unet: Any, frames: Optional[list[int]]) -> None:
+    """Tell a UNet wrapper that conditions frame by frame (the LAMP Sampler's per-frame ControlNet hints) which
+    frames of the whole video its next calls hold, in order (``None``: the whole video again). A plain UNet
+    has no ``set_frame_indices`` and is left alone."""
+    setter = getattr(unet, "set_frame_indices", None)
+    if setter is not None:
+        setter(frames)
+
+
 # ---------------------------------------------------------------------------------------------- segments
 class _SegmentLoop(DenoiseLoop):
     """The denoising loop of one segment: frames 1..k-1 (the overlap after the pinned frame 0) are imposed
@@ -157,6 +166,10 @@ class _ContentLocked(nn.Module):
                              f"frame-0 attention; got {type(unet).__name__}. Switch content_lock off.")
         self.unet, self.anchor = unet, anchor
 
+    def set_frame_indices(self, frames: Optional[list[int]]) -> None:
+        """Pass the frames a call holds on to the wrapped UNet (see :func:`cover_frames`)."""
+        cover_frames(self.unet, frames)
+
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor) -> Any:
         anchor = self.anchor.to(sample).repeat(sample.shape[0] // self.anchor.shape[0], 1, 1, 1, 1)
         bank = FirstFrameBank()
@@ -191,7 +204,11 @@ def _segments(unet: Any, first: torch.Tensor, cond: torch.Tensor, uncond: Option
         offset = j * steps
         seg_callback = None if callback is None else \
             (lambda i, _n, lat, offset=offset: callback(offset + i, total, lat))
-        latents = loop.run(latents, callback=seg_callback)
+        cover_frames(model, list(range(start, stop)))
+        try:
+            latents = loop.run(latents, callback=seg_callback)
+        finally:
+            cover_frames(model, None)
         if adain:
             if color_reference == "original":
                 latents = latents.clone()
@@ -220,7 +237,11 @@ class _WindowLoop(DenoiseLoop):
         weight = torch.zeros(model_in.shape[2], dtype=torch.float32, device=model_in.device)
         for start, stop in self.spans:
             window = torch.cat([model_in[:, :, :1], model_in[:, :, start:stop]], dim=2)  # clean frame 0 first
-            part = super()._predict_noise(window, t)
+            cover_frames(self.unet, [0, *range(start, stop)])
+            try:
+                part = super()._predict_noise(window, t)
+            finally:
+                cover_frames(self.unet, None)
             w = _pyramid(stop - start).to(model_in.device)
             eps[:, :, start:stop] += part[:, :, 1:] * w[:, None, None]
             weight[start:stop] += w

@@ -89,6 +89,12 @@ class ControlledUNet(torch.nn.Module):
     def __init__(self, unet: torch.nn.Module, cond_control: Any, uncond_control: Any, sampling: Any) -> None:
         super().__init__()
         self.unet, self.cond_control, self.uncond_control, self.sampling = unet, cond_control, uncond_control, sampling
+        self.frames: list[int] | None = None
+
+    def set_frame_indices(self, frames: list[int] | None) -> None:
+        """Long videos: the frames of the whole video the next calls hold (``lamp_model.long_video.cover_frames``),
+        so that a hint batch with one image per frame gives each segment / window its own frames' hints."""
+        self.frames = None if frames is None else list(frames)
 
     def set_frame0_bank(self, bank: Any) -> None:
         """Long videos: the content lock of the wrapped UNet (see :meth:`LampUNet3D.set_frame0_bank`)."""
@@ -105,14 +111,17 @@ class ControlledUNet(torch.nn.Module):
         x = sample.transpose(1, 2).reshape(n * f, c, h, w).float() * (1 + sigma ** 2) ** 0.5
         ctx = encoder_hidden_states.float().repeat_interleave(f, dim=0)
         sigmas = x.new_full((n * f,), sigma)
-        if all(ctl is controls[0] for ctl in controls):
-            out = host.control_output(controls[0], x, sigmas, ctx, n)
-        else:
-            outs = [None if ctl is None else host.control_output(ctl, x[i * f:(i + 1) * f], sigmas[:f],
-                                                                 ctx[i * f:(i + 1) * f], 1)
-                    for i, ctl in enumerate(controls)]
-            like = next((o for o in outs if o is not None), None)
-            out = None if like is None else _merge_halves(outs, like)
+        if self.frames is not None and len(self.frames) != f:
+            raise ValueError(f"LAMP: the call holds {f} frames but was told frames {self.frames}")
+        with host.hints_for_frames(controls, self.frames):
+            if all(ctl is controls[0] for ctl in controls):
+                out = host.control_output(controls[0], x, sigmas, ctx, n)
+            else:
+                outs = [None if ctl is None else host.control_output(ctl, x[i * f:(i + 1) * f], sigmas[:f],
+                                                                     ctx[i * f:(i + 1) * f], 1)
+                        for i, ctl in enumerate(controls)]
+                like = next((o for o in outs if o is not None), None)
+                out = None if like is None else _merge_halves(outs, like)
         down, mid = control_residuals(out, n, f)
         return self.unet(sample, timestep, encoder_hidden_states, down_block_additional_residuals=down,
                          mid_block_additional_residual=mid, **kwargs)

@@ -573,6 +573,28 @@ def controls_ready(controls: list[Any], device: torch.device) -> Iterator[Any]:
             c.cleanup()
 
 
+@contextlib.contextmanager
+def hints_for_frames(controls: list[Any], frames: Optional[list[int]]) -> Iterator[None]:
+    """For one call that holds only some frames of the video (a long video's segment or window), each ControlNet
+    in ``controls``' chains whose hint batch has more than one image sees the hints of those ``frames`` (index
+    modulo the batch, as ComfyUI tiles a short hint batch over a video); restored afterwards. ``None``: the call
+    holds the whole video and nothing changes. One hint for all frames is never touched."""
+    swapped = []
+    try:
+        if frames is not None:
+            chains = {id(c): c for control in controls if control is not None for c in control_chain(control)}
+            for c in chains.values():
+                hint = getattr(c, "cond_hint_original", None)
+                if torch.is_tensor(hint) and hint.shape[0] > 1:
+                    index = torch.as_tensor(frames, device=hint.device) % hint.shape[0]
+                    swapped.append((c, hint))
+                    c.cond_hint_original, c.cond_hint = hint[index], None  # ComfyUI rebuilds cond_hint from it
+        yield
+    finally:
+        for c, hint in swapped:
+            c.cond_hint_original, c.cond_hint = hint, None
+
+
 def control_output(control: Any, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                    videos: int) -> dict | None:
     """One ComfyUI ControlNet evaluation (``get_control``) on ``x`` (k-diffusion scale, frames on the batch axis)
