@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     from .postprocess import color_match
     from .train_cli import load_vae, make_text_encoder
     from .video_io import write_strip, write_video
-    from .weights import load_unet
+    from .weights import base_context_width, load_unet
 
     from .checks import as_float, as_int, compute_device, writable_dir
 
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     as_float("--fps", args.fps, 0.0, lo_open=True, hint="official 8")
     first_frame = _read_image(Path(args.first_frame), args.width, args.height)
     writable_dir(args.out, "--out")
+    base_context_width(args.base)  # header only: an SD-XL/SD-2 or damaged base is named before any loading
     need = args.start + (max(args.frames, 1) - 1) * max(args.stride, 1) + 1
     clip = read_frames(video, args.width, args.height, args.resize, max_frames=need)
     index = clip_window(len(clip), args.frames, args.start, args.stride)

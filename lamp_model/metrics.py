@@ -108,6 +108,8 @@ def load_clip(path: Union[str, Path], device: Union[str, torch.device, None] = N
     except ImportError as err:
         raise MetricsError("the CLIP metrics need the package 'transformers' (pip install transformers)") from err
     folder = Path(path).expanduser()
+    if folder.is_file():
+        raise MetricsError(f"'{folder}' is a file; the CLIP must be a folder: give {_CLIP_FOLDER_HINT}")
     if not folder.is_dir():
         raise MetricsError(f"CLIP folder '{folder}' does not exist; give {_CLIP_FOLDER_HINT}")
     config_file = folder / "config.json"

@@ -164,6 +164,7 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 def main(argv: list[str] | None = None) -> int:
     from .checks import as_float, as_int, writable_dir
+    from .weights import base_context_width
     from .evaluate_videos import add_metric_options, clip_path, print_report, resolve_device, tqdm_progress
     from .video_io import write_video
 
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         as_float("--guidance-scale", args.guidance_scale, 0.0, hint="the protocol uses 12.5")
         device = resolve_device(args.device)
         writable_dir(args.out, "--out")  # before generating anything
+        base_context_width(args.base)  # header only: an SD-XL/SD-2 or damaged base is named at once
         clip = load_clip(clip_path(args.clip), device=device)  # fail early, before any generation
         jobs = plan(args.motions, args.first_frames, settings["seeds"], args.motion)
         scores, prompts = [], {}

@@ -198,13 +198,10 @@ def load_vae(base: Path, vae: str | None) -> torch.nn.Module:
             raise TrainSetupError(f"no VAE in {source} (expected vae/config.json); give one with --vae")
         return AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-    from safetensors.torch import load_file
 
-    if source.suffix == ".safetensors":
-        state = load_file(str(source))
-    else:
-        state = torch.load(str(source), map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+    from .weights import read_weights
+
+    state = read_weights(source)  # a damaged file is one clear error, not a safetensors/pickle traceback
     if not any(k.startswith("first_stage_model.") for k in state):  # a bare VAE file: give it the LDM prefix
         state = {f"first_stage_model.{k}": v for k, v in state.items()}
     try:
@@ -244,11 +241,11 @@ def text_encoder_from_folder(folder: Path, device: torch.device, alternative: st
 
 def text_embeddings_from_file(path: Path) -> TextEncoder:
     """Prompt embeddings precomputed into a safetensors file (key = prompt text, value ``[L, D]``)."""
-    from safetensors.torch import load_file
+    from .weights import read_weights
 
     if not path.is_file():
         raise TrainSetupError(f"--text-embeddings file not found: {path}")
-    table = load_file(str(path))
+    table = read_weights(path)
 
     def encode(prompts: Sequence[str]) -> torch.Tensor:
         missing = [p for p in prompts if p not in table]

@@ -297,6 +297,16 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return _read_tensors(path, header, header), metadata
 
 
+def read_weights(path: PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of one weights file (``.safetensors``, or a pickle opened with ``weights_only``): the same
+    reader, and the same clear :class:`WeightsFormatError` for an empty, corrupt or non-weights file, as the
+    UNet loaders (used for VAE files, which have no loader of their own here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return _read_file(path)[0]
+
+
 def _unet_folder(path: Path) -> Path:
     """The diffusers UNet folder at ``path``: ``path`` itself or its ``unet/`` subfolder."""
     for folder in (path / "unet", path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from lamp_model.checks import compute_device
 from test_nodes import folders, lamp_model, motion_file, parts  # noqa: F401  (fixtures)
@@ -66,7 +67,13 @@ def paths(tmp_path):
     Image.new("RGB", (64, 48)).save(first)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    return {"tmp": tmp_path, "video": video, "first": first, "unwritable": blocker / "out"}
+    sdxl = tmp_path / "sdxl.safetensors"  # the header of an SD-XL checkpoint: 2048-wide context, label_emb
+    save_file({"model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(4, 2048),
+               "model.diffusion_model.label_emb.0.0.weight": torch.zeros(4, 2816)}, str(sdxl))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(bytes(range(256)) * 4)
+    return {"tmp": tmp_path, "video": video, "first": first, "unwritable": blocker / "out", "sdxl": sdxl,
+            "corrupt": corrupt}
 
 
 EDIT = ["edit", "--motion", "{tmp}/m.safetensors", "--base", "{tmp}/sd", "--video", "{video}", "--first-frame",
@@ -84,12 +91,15 @@ ROWS = [
     (EDIT + ["--first-frame", "{tmp}/missing.png"], "--first-frame not found"),
     (EDIT + ["--first-frame", "{video}"], "--first-frame {video}: cannot be read"),
     (EDIT + ["--out", "{unwritable}"], "--out '{unwritable}' cannot be written"),
+    (EDIT + ["--base", "{sdxl}"], "this is an SD-XL UNet"),
+    (EDIT + ["--base", "{corrupt}"], "is neither a safetensors file nor a PyTorch checkpoint"),
     (EVAL + ["--device", "banana"], "--device 'banana' is not a device"),
     (EVAL + ["--device", _unusable_device()], "cannot be used here"),
     (EVAL + ["--out", "{unwritable}"], "--out '{unwritable}' cannot be written"),
     (PAPER + ["--device", "banana"], "--device 'banana' is not a device"),
     (PAPER + ["--out", "{unwritable}"], "--out '{unwritable}' cannot be written"),
     (PAPER + ["--steps", "0"], "--steps must be in [1, 1000], got 0"),
+    (PAPER + ["--base", "{sdxl}"], "this is an SD-XL UNet"),
     (PAPER + ["--guidance-scale", "-2"], "--guidance-scale must be >= 0.0, got -2.0"),
 ]
 
@@ -158,3 +168,23 @@ def test_evaluate_videos_names_prompt_keys_that_match_no_video(tmp_path, capsys)
     assert "1 --prompts key(s) match no video and are not used: a_hrose_runs" in err
     load_videos(tmp_path, {"a_horse_runs": "by name"})
     assert "match no video" not in capsys.readouterr().err
+
+
+def test_damaged_vae_and_embedding_files_are_one_clear_error(paths):
+    """--vae and --text-embeddings files go through the weights reader (were a raw SafetensorError traceback)."""
+    from lamp_model.train_cli import load_vae, text_embeddings_from_file
+    from lamp_model.weights import WeightsFormatError
+
+    for read in (lambda: load_vae(paths["tmp"], str(paths["corrupt"])),
+                 lambda: text_embeddings_from_file(paths["corrupt"])):
+        with pytest.raises(WeightsFormatError, match="neither a safetensors file nor a PyTorch checkpoint"):
+            read()
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_vae(paths["tmp"], str(paths["tmp"] / "missing.safetensors"))
+
+
+def test_a_clip_file_is_told_to_be_a_folder(paths):
+    from lamp_model.metrics import MetricsError, load_clip
+
+    with pytest.raises(MetricsError, match="is a file; the CLIP must be a folder"):
+        load_clip(paths["sdxl"])
