@@ -28,6 +28,7 @@ from .frames import RESIZE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edit`` command's options (defaults: the official editing settings)."""
     from .cli import ArgumentParser
 
     p = ArgumentParser(prog="python -m lamp_model edit", description=__doc__.split("\n\n")[0])

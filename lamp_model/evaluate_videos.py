@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from PIL import Image
@@ -135,7 +135,7 @@ def clip_path(given: Optional[str]) -> str:
     return path
 
 
-def tqdm_progress(total: int, desc: str):
+def tqdm_progress(total: int, desc: str) -> tuple[Any, Callable[[int, int], None]]:
     """A tqdm bar and a ``progress(done, total)`` callback that moves it."""
     from tqdm.auto import tqdm
 
@@ -148,6 +148,7 @@ def tqdm_progress(total: int, desc: str):
 
 
 def add_metric_options(ap: argparse.ArgumentParser) -> None:
+    """``--clip``, ``--official-quirks`` and ``--device``, shared with ``paper-eval``."""
     ap.add_argument("--clip", help=f"local transformers CLIP folder (default: ${CLIP_ENV})")
     ap.add_argument("--official-quirks", action=argparse.BooleanOptionalAction, default=True,
                     help="reproduce the official helpers exactly (/16 in the diversity, truncating uint8 "
@@ -171,6 +172,7 @@ def print_report(report: dict[str, Any], out: Optional[Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m lamp_model evaluate-videos``; a user error is one ``error:`` line, exit 2."""
     ap = ArgumentParser(prog="python -m lamp_model evaluate-videos", description=__doc__.split("\n\n")[0])
     ap.add_argument("videos", type=Path, help="folder of videos, one sub-folder per motion")
     ap.add_argument("--prompts", type=Path, help="JSON object: video name (or motion/name) -> prompt")

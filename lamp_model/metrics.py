@@ -298,6 +298,8 @@ class EvalVideo:
 
 @dataclass
 class VideoScore:
+    """One scored video: its alignment and consistency, and its frame features (kept for the diversity)."""
+
     motion: str
     name: str
     prompt: str

@@ -50,6 +50,8 @@ class PaperEvalError(ValueError):
 
 @dataclass
 class Job:
+    """One video of the protocol: a motion's weights, a first frame, its prompt, a seed and the output name."""
+
     motion: str
     weights: Path
     first_frame: Path
@@ -163,6 +165,7 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m lamp_model paper-eval``; a user error is one ``error:`` line and exit code 2."""
     from .checks import as_float, as_int, writable_dir
     from .weights import base_context_width
     from .evaluate_videos import add_metric_options, clip_path, print_report, resolve_device, tqdm_progress

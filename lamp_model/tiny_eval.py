@@ -10,7 +10,6 @@ models. Nothing is downloaded: every model is built from a config in code.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -134,13 +133,24 @@ def write_all(out: Path, prompts: dict[str, Sequence[str]] = EXAMPLE_PROMPTS) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m lamp_model.tiny_eval OUT``: write the tiny models, run ``paper-eval`` on them."""
     from . import paper_eval
+    from .checks import writable_dir
+    from .cli import ArgumentParser, run_command
 
-    ap = argparse.ArgumentParser(prog="python -m lamp_model.tiny_eval", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m lamp_model.tiny_eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder for the tiny models, the videos and the report")
     ap.add_argument("--steps", type=int, default=4, help="DDIM steps (the protocol's 50 work too, slower)")
     ap.add_argument("--frames", type=int, default=16)
     args, extra = ap.parse_known_args(argv)  # anything else goes to paper-eval, e.g. --no-official-quirks
+
+    def check_out() -> int:
+        writable_dir(args.out, "OUT")
+        return 0
+
+    refused = run_command(check_out)  # one error line, as every command
+    if refused:
+        return refused
     paths = write_all(args.out)
     return paper_eval.main(["--motions", str(paths["motions"]), "--base", str(paths["base"]),
                             "--first-frames", str(paths["first_frames"]), "--clip", str(paths["clip"]),

@@ -188,3 +188,13 @@ def test_a_clip_file_is_told_to_be_a_folder(paths):
 
     with pytest.raises(MetricsError, match="is a file; the CLIP must be a folder"):
         load_clip(paths["sdxl"])
+
+
+def test_tiny_eval_errors_are_one_line(paths, capsys):
+    from lamp_model.tiny_eval import main
+
+    assert main([str(paths["unwritable"])]) == 2
+    assert f"OUT '{paths['unwritable']}' cannot be written" in _one_error_line(capsys)
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    assert stop.value.code == 2 and "the following arguments are required: out" in _one_error_line(capsys)
