@@ -53,12 +53,26 @@ class Page:
 
     def __init__(self, ws) -> None:
         self.ws, self.n = ws, 0
+        self.errors: list[str] = []  # the page's console errors and uncaught exceptions, as they arrive
+
+    def note(self, msg: dict) -> None:
+        """Keeps the page's errors from the DevTools events that arrive between command replies."""
+        params = msg.get("params", {})
+        if msg.get("method") == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.errors.append(details.get("exception", {}).get("description") or details.get("text", "?"))
+        elif msg.get("method") == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+        elif msg.get("method") == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            self.errors.append(f"{entry.get('text', '')} {entry.get('url', '')}".strip())
 
     async def cmd(self, method: str, **params):
         self.n += 1
         await self.ws.send_json({"id": self.n, "method": method, "params": params})
         while True:
             msg = await self.ws.receive_json()
+            self.note(msg)
             if msg.get("id") == self.n:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
@@ -94,7 +108,8 @@ async def shoot(url: str, names: list[str], docs: bool, chromium: str, port: int
             raise RuntimeError("Chromium did not start")
         async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
             page = Page(ws)
-            await page.cmd("Page.enable")
+            for domain in ("Page", "Runtime", "Log"):
+                await page.cmd(f"{domain}.enable")
             await page.cmd("Emulation.setDeviceMetricsOverride", width=1920, height=1080, deviceScaleFactor=1,
                            mobile=False)
             await page.cmd("Page.navigate", url=url + "/")
@@ -106,12 +121,16 @@ async def shoot(url: str, names: list[str], docs: bool, chromium: str, port: int
                 except RuntimeError:
                     pass
             await asyncio.sleep(3)  # extensions finish registering
+            registered = await page.js("app.extensions.some(e => e.name === 'ComfyUI-LAMP.messages')")
+            print(f"web/lamp_messages.js registered: {registered}", flush=True)
             for name in names:
                 workflow = json.loads((ROOT / "workflows" / f"{name}.json").read_text())
                 await page.js(f"app.loadGraphData({json.dumps(workflow)})")
                 await asyncio.sleep(2)
-                width, height = await page.js(FIT_JS % json.dumps(HIDE_CSS))
-                await asyncio.sleep(2)
+                # fit twice: the first call hides the menus, which resizes the canvas; the second fits that size
+                for _ in range(2):
+                    width, height = await page.js(FIT_JS % json.dumps(HIDE_CSS))
+                    await asyncio.sleep(2)
                 shot = await page.cmd("Page.captureScreenshot", format="png",
                                       clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
                 image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
@@ -120,6 +139,9 @@ async def shoot(url: str, names: list[str], docs: bool, chromium: str, port: int
                 thumb = image.resize((THUMB_WIDTH, round(image.height * THUMB_WIDTH / image.width)), Image.LANCZOS)
                 thumb.save(ROOT / "workflows" / f"{name}.jpg", quality=85, optimize=True)
                 print(f"{name}: {image.width}x{image.height} -> workflows/{name}.jpg", flush=True)
+            for error in page.errors:
+                print(f"page error: {error[:300]}", flush=True)
+            print(f"{len(page.errors)} page error(s)", flush=True)
     finally:
         browser.terminate()
         browser.wait(10)
@@ -132,8 +154,9 @@ def main() -> None:
     ap.add_argument("--url", default="http://127.0.0.1:8188", help="the running ComfyUI (127.0.0.1 only)")
     ap.add_argument("--docs", action="store_true", help="also write docs/img/<name>.png (full size)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
+    ap.add_argument("--devtools-port", type=int, default=9229, help="Chromium's DevTools port (127.0.0.1)")
     args = ap.parse_args()
-    asyncio.run(shoot(args.url, args.names, args.docs, args.chromium))
+    asyncio.run(shoot(args.url, args.names, args.docs, args.chromium, args.devtools_port))
 
 
 if __name__ == "__main__":

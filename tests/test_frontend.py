@@ -40,7 +40,24 @@ def test_sampler_preview_has_room(name):
         assert a1 <= x0 or a0 >= x1 or b1 <= y0 or b0 >= y1, f"{node['type']} lies under the sampler's preview"
 
 
-@pytest.mark.parametrize("name", VIDEO_WORKFLOWS + ["lamp_train.json"])
+#: LiteGraph's node title bar (drawn above ``pos``) and a group's title strip (24 px font) in graph units.
+TITLE_HEIGHT, GROUP_TITLE_HEIGHT = 30, 34
+ALL_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
+
+
+@pytest.mark.parametrize("name", ALL_WORKFLOWS)
+def test_nodes_do_not_overlap_and_group_titles_are_clear(name):
+    """No node (title bar included) lies on another or on a group's title: the screenshots stay readable."""
+    wf = json.loads((WORKFLOWS / name).read_text())
+    boxes = [(n.get("title", n["type"]), (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, *_box(n)[2:])) for n in wf["nodes"]]
+    strips = [(g["title"], (g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+                            g["bounding"][1] + GROUP_TITLE_HEIGHT)) for g in wf["groups"]]
+    for i, (a, (a0, b0, a1, b1)) in enumerate(boxes):
+        for b, (c0, d0, c1, d1) in boxes[i + 1:] + strips:
+            assert a1 <= c0 or a0 >= c1 or b1 <= d0 or b0 >= d1, f"{a} overlaps {b}"
+
+
+@pytest.mark.parametrize("name", ALL_WORKFLOWS)
 def test_template_has_a_thumbnail(name):
     from PIL import Image
 

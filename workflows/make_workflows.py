@@ -246,14 +246,14 @@ def video_edit(per_frame_control: bool = False) -> Graph:
     g = Graph()
     load = g.node("LoadVideo", (0, 40), outputs=[("VIDEO", "VIDEO")], widgets=["source.mp4", "image"],
                   title="Source video (upload)", size=(340, 300))
-    parts = g.node("GetVideoComponents", (0, 370), inputs=[("video", "VIDEO")],
+    parts = g.node("GetVideoComponents", (0, 380), inputs=[("video", "VIDEO")],
                    outputs=[("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], size=(260, 90))
     g.link(load, "VIDEO", parts, "video")
-    g.group("Source video", (-20, -40, 400, 520), "#a1309b")
-    base = lamp_base(g, (0, 580))
+    g.group("Source video", (-20, -40, 400, 530), "#a1309b")
+    base = lamp_base(g, (0, 620))  # under the group's title (530 + its 24 px font)
     sd15 = base[0]
-    empty = text(g, (0, 850), sd15, "", "Inversion prompt: empty (official)")
-    invert = g.node("LAMP_InvertVideo", (0, 1010),
+    empty = text(g, (0, 890), sd15, "", "Inversion prompt: empty (official)")
+    invert = g.node("LAMP_InvertVideo", (0, 1050),
                     inputs=[("lamp_model", "LAMP_MODEL"), ("images", "IMAGE"), ("vae", "VAE"),
                             ("conditioning", "CONDITIONING")],
                     outputs=[("noise", "NOISE"), ("first_frame", "IMAGE"), ("source", "IMAGE")],
@@ -262,7 +262,7 @@ def video_edit(per_frame_control: bool = False) -> Graph:
     g.link(parts, "images", invert, "images")
     g.link(sd15, "VAE", invert, "vae")
     g.link(empty, "CONDITIONING", invert, "conditioning")
-    g.group("LAMP: invert the source (SD-1.5)", (-20, 530, 400, 850), "#3f789e")
+    g.group("LAMP: invert the source (SD-1.5)", (-20, 540, 400, 880), "#3f789e")
     decode = canny_sdxl_frame_one(g, 440, 40, (invert, "first_frame"),
                                   "a robot runs beside a river, van gogh style painting, highly detailed")
     g.group("Edited frame one (Canny + ControlNet on SD-XL)", (420, -40, 1120, 1020), "#88aa88")
@@ -416,16 +416,16 @@ def train_workflow() -> Graph:
     g.link(sd15, "VAE", init, "vae")
     steps = g.node("LAMP_TrainSteps", (780, 40), inputs=[("train_state", "LAMP_TRAIN_STATE")],
                    outputs=[("train_state", "LAMP_TRAIN_STATE"), ("loss_plot", "IMAGE"), ("report", "STRING")],
-                   widgets=[250, True], title="LAMP Train Steps (queue again to train on)", size=(340, 110))
+                   widgets=[250, True], title="LAMP Train Steps (queue again to train on)", size=(340, 132))
     g.link(init, "train_state", steps, "train_state")
-    plot = g.node("PreviewImage", (780, 190), inputs=[("images", "IMAGE")], title="Loss", size=(420, 300))
+    plot = g.node("PreviewImage", (780, 212), inputs=[("images", "IMAGE")], title="Loss", size=(420, 300))
     g.link(steps, "loss_plot", plot, "images")
-    save = g.node("LAMP_SaveMotion", (780, 530), inputs=[("train_state", "LAMP_TRAIN_STATE")],
+    save = g.node("LAMP_SaveMotion", (780, 552), inputs=[("train_state", "LAMP_TRAIN_STATE")],
                   outputs=[("motion_file", "STRING")], widgets=["", True, False], size=(340, 130))
     g.link(steps, "train_state", save, "train_state")
     load = g.node("LoadImage", (1240, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
-                  widgets=["example.png", "image"], title="Validation first frame", size=(320, 320))
-    val = g.node("LAMP_TrainValidate", (1240, 400),
+                  widgets=["example.png", "image"], title="Validation first frame", size=(320, 330))
+    val = g.node("LAMP_TrainValidate", (1240, 410),
                  inputs=[("train_state", "LAMP_TRAIN_STATE"), ("vae", "VAE"), ("first_frame", "IMAGE"),
                          ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                  outputs=[("frames", "IMAGE"), ("latent", "LATENT")], widgets=[25, 12.5, 0], size=(320, 190))
