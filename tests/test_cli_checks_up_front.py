@@ -198,3 +198,20 @@ def test_tiny_eval_errors_are_one_line(paths, capsys):
     with pytest.raises(SystemExit) as stop:
         main([])
     assert stop.value.code == 2 and "the following arguments are required: out" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--motion", "{tmp}/missing.safetensors"], "--motion {tmp}/missing.safetensors: no such file"),
+    (["--motion", "{corrupt}"], "is neither a safetensors file nor a PyTorch checkpoint"),
+    (["--steps", "0"], "--steps must be in [1, 1000], got 0"),
+    (["--guidance", "5", "-1"], "--guidance must be >= 0.0, got -1.0"),
+    (["--out", "{unwritable}"], "--out '{unwritable}' cannot be written"),
+])
+def test_toy_editing_errors_are_one_line(argv, message, paths, capsys):
+    """The toy editing proof's command (minutes of tuning) refuses bad input first, in one line."""
+    from lamp_model.toy.editing import main
+
+    names = {k: str(v) for k, v in paths.items()}
+    out = [] if "--out" in argv else ["--out", str(paths["tmp"] / "toy_edit")]
+    assert main([a.format(**names) for a in argv] + out) == 2
+    assert message.format(**names) in _one_error_line(capsys)

@@ -18,7 +18,6 @@ the tuned motion goes to ``<out>/source_motion.safetensors`` (``--motion`` reuse
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -173,7 +172,11 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.editing", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python -m lamp_model.toy.editing``; a user error is one ``error:`` line, exit code 2."""
+    from ..checks import as_float, as_int, writable_dir
+    from ..cli import ArgumentParser, run_command
+
+    ap = ArgumentParser(prog="python -m lamp_model.toy.editing", description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-steps", type=int, default=PRESETS["editing"]["steps"], help="one-clip tuning steps (500)")
     ap.add_argument("--steps", type=int, default=EDIT_STEPS, help="DDIM steps, inversion and sampling (50)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[TOY_GUIDANCE],
@@ -183,10 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--out", type=Path, default=Path("toy_edit"))
     args = ap.parse_args(argv)
-    rows = run(args.train_steps, args.steps, args.guidance, args.out, args.weights, args.motion)
-    print(table(rows))
-    print(f"strips: {args.out}/*_strip.png, all rows: {args.out}/toy_edit_cfg<cfg>.png")
-    return 0
+
+    def body() -> int:
+        as_int("--train-steps", args.train_steps, 1, hint="the editing preset uses 500")
+        as_int("--steps", args.steps, 1, 1000, hint="official 50")
+        for cfg in args.guidance:
+            as_float("--guidance", cfg, 0.0, hint="official 12.5")
+        if args.motion is not None and not args.motion.is_file():
+            raise FileNotFoundError(f"--motion {args.motion}: no such file; give the source_motion.safetensors of "
+                                    "an earlier run, or leave --motion out to tune one")
+        writable_dir(args.out, "--out")
+        rows = run(args.train_steps, args.steps, args.guidance, args.out, args.weights, args.motion)
+        print(table(rows))
+        print(f"strips: {args.out}/*_strip.png, all rows: {args.out}/toy_edit_cfg<cfg>.png")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
