@@ -28,19 +28,18 @@ from ..long_video import add_long_video_arguments, long_video_options
 from . import tracking, world
 from .long_eval import long_canvas, score_video
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
+from .stage2 import motion_arg
 from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
 
-_UNITS = {"right": "px to the right", "down": "px down", "grow": "x its area", "rotate": "degrees clockwise"}
-
-
-def first_frame(motion: str, prompt: str, seed: int, image: Path | None,
+def first_frame(motion: str | world.MotionSpec, prompt: str, seed: int, image: Path | None,
                 frames: int = world.FRAMES) -> tuple[torch.Tensor, str]:
     """The first frame ``[1, 3, H, W]`` (rendered from the prompt, or read from ``image`` and resized to the
     canvas) and its shape; 32x32, or the long-video canvas of ``frames`` frames."""
     colour, shape = world.parse_caption(prompt)
-    height, width = long_canvas(motion, frames)
+    spec = world.motion_spec(motion)
+    height, width = long_canvas(spec.name, frames)
     if image is None:
-        scene = world.start_scene(motion, np.random.default_rng([seed, 5]), shape, colour)
+        scene = world.start_scene(spec, np.random.default_rng([seed, 5]), shape, colour)
         return world.render([scene], height, width), shape
     from PIL import Image
 
@@ -59,7 +58,9 @@ def first_frame(motion: str, prompt: str, seed: int, image: Path | None,
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m lamp_model demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--motion", default="right", choices=list(world.MOTIONS), help="the learned motion to apply")
+    ap.add_argument("--motion", default="right", type=motion_arg,
+                    help=f"the learned motion to apply: {', '.join(world.MOTIONS)}, or a spec trained with stage 2 "
+                         "(e.g. translate:dx=-12,dy=0; README: Your own motion)")
     ap.add_argument("--prompt", default="a blue triangle",
                     help=f"'a <colour> <shape>'; colours: {', '.join(world.COLOURS)}; shapes: {', '.join(world.SHAPES)}")
     ap.add_argument("--image", type=Path, default=None, help="use this picture as the first frame (resized to 32x32)")
@@ -98,7 +99,7 @@ def _demo(args: argparse.Namespace) -> int:
                                             long_strategy=None if plan.single else plan.strategy,
                                             long_options={k: v for k, v in long_options.items()
                                                           if k != "strategy" and not plan.single}))[0]
-    stem = args.out / f"{args.motion}_{args.prompt.strip().lower().replace(' ', '_')}"
+    stem = args.out / f"{args.motion.name}_{args.prompt.strip().lower().replace(' ', '_')}"
     path, strip = save_video(video, stem, args.format)
     print(f"video: {path}\nstrip: {strip}")
     if not plan.single:
@@ -107,29 +108,29 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     track = tracking.track(video, shape)
     amount = tracking.motion_amount(track, args.motion)
-    print(f"tracked motion: {amount:.1f} {_UNITS[args.motion]} over {len(video)} frames "
-          f"({'matches' if tracking.motion_ok(track, args.motion) else 'does NOT match'} '{args.motion}': "
-          f"{tracking.CRITERIA[args.motion]})")
-    if args.motion == "grow" and not args.no_adain:
+    print(f"tracked motion: {amount:.1f} {tracking.amount_unit(args.motion)} over {len(video)} frames "
+          f"({'matches' if tracking.motion_ok(track, args.motion) else 'does NOT match'} '{args.motion.name}': "
+          f"{tracking.criterion(args.motion)})")
+    if args.motion.scales and not args.no_adain:
         print("hint: AdaIN (with histogram matching) pulls every frame's colour statistics back to frame 0's, "
               "which undoes growth; try --no-adain (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
     return 0
 
 
-def _report_long(video: torch.Tensor, shape: str, motion: str, plan) -> None:
-    """Per-chunk tracking of a long video (translations; other motions get the whole-video amount)."""
+def _report_long(video: torch.Tensor, shape: str, motion: world.MotionSpec, plan) -> None:
+    """Per-chunk tracking of a long video (right / down; other motions get the whole-video amount)."""
     print(f"long video: {plan.frames} frames as {len(plan.spans)} {plan.strategy} of {plan.segment_frames} "
           f"(overlap {plan.overlap})")
-    if motion not in ("right", "down"):
+    if motion.name not in ("right", "down"):
         amount = tracking.motion_amount(tracking.track(video, shape), motion)
-        print(f"tracked motion over all frames: {amount:.1f} {_UNITS[motion]}")
+        print(f"tracked motion over all frames: {amount:.1f} {tracking.amount_unit(motion)}")
         return
-    figures = score_video(video, shape, motion)
+    figures = score_video(video, shape, motion.name)
     speeds = ", ".join(f"{v:.2f}" for v in figures["speed"])
-    print(f"tracked: {figures['shift']:.1f} {_UNITS[motion]} in all (the motion continued: "
+    print(f"tracked: {figures['shift']:.1f} {tracking.amount_unit(motion)} in all (the motion continued: "
           f"{world.SHIFT_PX / (world.FRAMES - 1) * (plan.frames - 1):.1f}); px/frame per 16-frame chunk: {speeds}; "
-          f"chunks matching '{motion}': {sum(figures['ok'])} of {len(figures['ok'])}; seam jump "
+          f"chunks matching '{motion.name}': {sum(figures['ok'])} of {len(figures['ok'])}; seam jump "
           f"{figures['seam']:.2f} vs {figures['inside']:.2f} px/frame^2 inside")
 
 

@@ -7,7 +7,7 @@ For each motion, ``--n`` first frames whose (shape, colour) pair was NOT among i
 animated (same seeds and noise for every row) and tracked (:mod:`lamp_model.toy.tracking`):
 
 * **motion accuracy**: fraction of videos whose motion matches the pattern in direction and roughly in
-  magnitude (:data:`~lamp_model.toy.tracking.CRITERIA`, fixed before training);
+  magnitude (:func:`~lamp_model.toy.tracking.criterion`, derived from the motion's spec, fixed before training);
 * **content kept**: over frames 1.., the fraction whose object keeps the requested colour, the fraction
   whose object the tracker's shape classifier still calls the requested shape, and the mean soft IoU of
   the object with frame 0's once its tracked position, size and turn are undone ("shape IoU"; the
@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import ArgumentParser, run_command
 from ..train import unet_for_training
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
-from .stage2 import train_motion
+from .stage2 import motion_arg, train_motion
 from .stage3 import SamplingOptions, animate, load_motion_unet
 
 
@@ -61,11 +62,11 @@ VARIANTS = {
 }
 
 
-def _variant_file(work: Path, motion: str, key: str) -> Path:
-    return work / motion / f"{key}.safetensors"
+def _variant_file(work: Path, motion: str | world.MotionSpec, key: str) -> Path:
+    return work / world.motion_spec(motion).name / f"{key}.safetensors"
 
 
-def get_unet(motion: str, key: str, weights_dir: Path, work: Path, log=print) -> torch.nn.Module:
+def get_unet(motion: str | world.MotionSpec, key: str, weights_dir: Path, work: Path, log=print) -> torch.nn.Module:
     """The UNet of one row: shipped weights, an ablation (trained now if its file is missing), or untrained."""
     variant = VARIANTS[key]
     if variant.source == "untrained":
@@ -84,7 +85,7 @@ def get_unet(motion: str, key: str, weights_dir: Path, work: Path, log=print) ->
     return load_motion_unet(path, weights_dir)
 
 
-def score(videos: torch.Tensor, scenes: list[world.Scene], motion: str) -> dict[str, float]:
+def score(videos: torch.Tensor, scenes: list[world.Scene], motion: str | world.MotionSpec) -> dict[str, float]:
     """Tracker metrics of videos ``[N, F, 3, H, W]`` showing ``scenes`` with ``motion``."""
     ok, kept, jit, amount = [], [], [], []
     for video, scene in zip(videos, scenes):
@@ -97,13 +98,14 @@ def score(videos: torch.Tensor, scenes: list[world.Scene], motion: str) -> dict[
             "jitter": float(np.nanmean(jit)), "amount": float(np.nanmedian(amount)), "n": len(ok)}
 
 
-def evaluate(motions: list[str], keys: list[str], n: int = 24, weights_dir: Path | None = None,
+def evaluate(motions: list[str | world.MotionSpec], keys: list[str], n: int = 24, weights_dir: Path | None = None,
              work: Path = Path("toy_runs"), seed: int = 0, steps: int | None = None, log=print) -> dict:
-    """All (variant, motion) cells: ``{key: {motion: metrics + seconds}}``."""
+    """All (variant, motion) cells: ``{key: {motion name: metrics + seconds}}``; a motion is a shipped name
+    or any spec (:mod:`lamp_model.toy.motions`; its ``full`` row needs its motion file, trained by stage 2)."""
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
     text_encoder = load_text_encoder(weights_dir)
     results: dict[str, dict[str, dict]] = {k: {} for k in keys}
-    for motion in motions:
+    for motion in map(world.motion_spec, motions):
         scenes = world.unseen_first_frames(motion, n, seed=seed)
         first = world.render(scenes)
         prompts = [s.caption for s in scenes]
@@ -120,8 +122,8 @@ def evaluate(motions: list[str], keys: list[str], n: int = 24, weights_dir: Path
                 videos = animate(unet, text_encoder, first, prompts, seed=seed, options=options)
             cell = score(videos, scenes, motion)
             cell["seconds"] = round(clock(), 1)
-            results[key][motion] = cell
-            log(f"  {motion:<6} {variant.label:<48} accuracy {cell['accuracy']:6.1%}  colour {cell['colour']:6.1%}  "
+            results[key][motion.name] = cell
+            log(f"  {motion.name:<6} {variant.label:<48} accuracy {cell['accuracy']:6.1%}  colour {cell['colour']:6.1%}  "
                 f"shape {cell['shape']:6.1%}  IoU {cell['iou']:.2f}  jitter {cell['jitter']:.2f}  "
                 f"median amount {cell['amount']:.2f}  ({cell['seconds']:.0f} s)")
     return results
@@ -157,8 +159,10 @@ def table(results: dict, motions: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
+    ap = ArgumentParser(prog="python -m lamp_model.toy.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--motions", nargs="+", default=list(world.MOTIONS), type=motion_arg,
+                    help=f"shipped ({', '.join(world.MOTIONS)}) or specs trained with stage 2, e.g. "
+                         "translate:dx=-12,dy=0 (README: Your own motion)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--n", type=int, default=24, help="unseen first frames per motion (>= 20)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the toy's 20)")
@@ -170,16 +174,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="print one table merged from earlier --json files (e.g. runs per motion made in "
                          "parallel) and exit; samples nothing")
     args = ap.parse_args(argv)
+    return run_command(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.from_json:
         merged = merge_results([json.loads(p.read_text())["results"] for p in args.from_json])
-        print(table(merged, [m for m in world.MOTIONS if any(m in cells for cells in merged.values())]))
+        print(table(merged, list(dict.fromkeys(m for cells in merged.values() for m in cells))))
         return 0
     clock = Stopwatch()
     results = evaluate(args.motions, args.variants, args.n, args.weights, args.work, args.seed, args.steps)
     print()
-    print(table(results, args.motions))
+    motions = [world.motion_spec(m) for m in args.motions]
+    print(table(results, [m.name for m in motions]))
     print(f"\n{args.n} unseen first frames per motion; criteria: " +
-          "; ".join(f"{m}: {tracking.CRITERIA[m]}" for m in args.motions))
+          "; ".join(f"{m.name}: {tracking.criterion(m)}" for m in motions))
     print(f"evaluate: total {clock():.0f} s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

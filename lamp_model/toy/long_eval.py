@@ -11,7 +11,7 @@ survives the wider canvas). Every video is cut into the chunks of a 16-frame ``s
 in a 32 px window that follows the object (:func:`track_following`: on the wide canvas the model sometimes
 draws a second object in the empty part, which a whole-frame centroid would average in):
 
-* **accuracy per chunk**: the 16-frame criterion (:data:`~lamp_model.toy.tracking.CRITERIA`) on each of the
+* **accuracy per chunk**: the 16-frame criterion (:func:`~lamp_model.toy.tracking.criterion`) on each of the
   four full chunks;
 * **speed kept**: px/frame along the motion in chunk 4 divided by chunk 1's (median over videos; 1 = kept);
 * **colour drift**: RGB distance (0..255) of the tracked object colour in the last 19 frames to frame 0's;

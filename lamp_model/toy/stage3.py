@@ -25,7 +25,7 @@ from ..video_io import write_strip, write_video
 from ..weights import load_unet, read_motion
 from . import codec, world
 from .models import BASE_FILE, WEIGHTS_DIR, Stopwatch, load_text_encoder, missing_weights_error
-from .stage2 import motion_file
+from .stage2 import motion_arg, motion_file
 from .text import ToyTextEncoder
 
 #: Sampling settings of the toy: the official guidance and alpha, fewer DDIM steps (CPU budget).
@@ -50,13 +50,24 @@ class SamplingOptions:
     long_options: dict = field(default_factory=dict)
 
 
-def load_motion_unet(motion: str | Path, weights_dir: Path | None = None) -> LampUNet3D:
-    """The LAMP UNet for a motion (a name, or a motion file path) on the toy base, via the engine's loader.
+def load_motion_unet(motion: str | Path | world.MotionSpec, weights_dir: Path | None = None) -> LampUNet3D:
+    """The LAMP UNet for a motion (a name or spec, or a motion file path) on the toy base, via the engine's
+    loader. A motion that does not ship and was not trained yet is a clear error that gives the stage-2
+    command that trains it.
 
     The temporal-conv mode a motion was trained with (metadata ``temporal_conv``, ablations) is restored.
     """
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
-    path = Path(motion) if str(motion).endswith(".safetensors") else motion_file(str(motion), weights_dir)
+    if isinstance(motion, (str, Path)) and str(motion).endswith(".safetensors"):
+        path = Path(motion)
+    else:
+        spec = world.motion_spec(motion)
+        path = motion_file(spec, weights_dir)
+        if spec.name not in world.MOTIONS and not path.is_file():
+            base = "" if weights_dir.resolve() == WEIGHTS_DIR.resolve() else f" --base {weights_dir}"
+            raise FileNotFoundError(
+                f"no motion file for '{spec.text}' ({spec.description}) at {path}: train it first with "
+                f"`python -m lamp_model.toy.stage2 --motion '{spec.text}'{base}` (README: Your own motion)")
     for needed in (path, weights_dir / BASE_FILE):
         if not needed.is_file():
             raise missing_weights_error(needed)
@@ -113,7 +124,8 @@ def save_video(video: torch.Tensor, stem: Path, fmt: str = "gif", scale: int = 4
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.stage3", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--motion", required=True, choices=list(world.MOTIONS))
+    ap.add_argument("--motion", required=True, type=motion_arg,
+                    help=f"{', '.join(world.MOTIONS)} or a trained spec (README: Your own motion)")
     ap.add_argument("--n", type=int, default=4, help="how many unseen first frames to animate")
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS)
     ap.add_argument("--seed", type=int, default=0)
@@ -127,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     videos = animate(unet, text_encoder, world.render(scenes), [s.caption for s in scenes], seed=args.seed,
                      options=SamplingOptions(steps=args.steps))
     for i, (scene, video) in enumerate(zip(scenes, videos)):
-        gif, strip = save_video(video, args.out / f"{args.motion}_{i:02d}_{scene.caption.replace(' ', '_')}")
-        print(f"stage 3 [{args.motion}]: {scene.caption} -> {gif}, {strip}")
-    print(f"stage 3 [{args.motion}]: {len(scenes)} videos in {clock():.1f} s")
+        gif, strip = save_video(video, args.out / f"{args.motion.name}_{i:02d}_{scene.caption.replace(' ', '_')}")
+        print(f"stage 3 [{args.motion.name}]: {scene.caption} -> {gif}, {strip}")
+    print(f"stage 3 [{args.motion.name}]: {len(scenes)} videos in {clock():.1f} s")
     return 0
 
 

@@ -11,7 +11,8 @@ learned model, so the measurement cannot share a blind spot with the model it me
 4. Area = sum of alpha, centroid = alpha-weighted mean position, orientation from the complex moment
    of the shape's symmetry order ``k`` (``arg(sum alpha * (z - c)^k) / k``), accumulated frame to frame.
 
-Thresholds for "the motion matches" are fixed here, before any model is trained (see :data:`CRITERIA`).
+Thresholds for "the motion matches" are fixed here, before any model is trained, and derived from the
+motion's spec (:func:`motion_ok`, :func:`criterion`).
 """
 from __future__ import annotations
 
@@ -28,17 +29,15 @@ BORDER = 2
 NOISE_FLOOR = 0.12  # colour distance (0..1 RGB) below which a pixel is background
 LOST_AREA = 0.3  # an object smaller than this fraction of its frame-0 area counts as lost
 
-#: Pass criteria of motion accuracy, per motion (expected change over the clip in brackets):
-#: translation (12 px): the shift along the motion is 6..18 px, sideways at most 3 px;
-#: grow (area x3.24): the area ratio last/first is within x1.8..x5.8 (half to 1.5 times the expected
-#: log-ratio), centroid drift at most 3 px; rotate (90 deg clockwise): 45..135 deg clockwise, drift at
-#: most 3 px. In every case the object must stay visible in every frame.
-CRITERIA = {
-    "right": "x shift 6..18 px, |y shift| <= 3 px",
-    "down": "y shift 6..18 px, |x shift| <= 3 px",
-    "grow": "area ratio 1.8..5.8, drift <= 3 px",
-    "rotate": "clockwise turn 45..135 deg, drift <= 3 px",
-}
+#: Pass criteria of motion accuracy are derived from the motion's spec (:func:`criterion` says them in
+#: words), one test per component, all of which must hold: a translation ``(dx, dy)`` moves the centroid
+#: along its direction by half to 1.5 times its length, at most :data:`MAX_SIDEWAYS_PX` across it; a
+#: scale changes the area's log-ratio last/first by half to 1.5 times ``log(scale**2)``; a turn is half to
+#: 1.5 times its angle (clockwise positive); a motion without translation drifts at most
+#: :data:`MAX_SIDEWAYS_PX`. In every case the object must stay visible in every frame (at least
+#: :data:`LOST_AREA` of its frame-0 area, times the expected area ratio when it shrinks). For the shipped
+#: four: right / down (12 px) 6..18 px along, sideways <= 3 px; grow (x1.8, area x3.24) area ratio
+#: 1.8..5.8, drift <= 3 px; rotate (90 deg) 45..135 deg clockwise, drift <= 3 px.
 MAX_SIDEWAYS_PX = 3.0
 
 
@@ -131,34 +130,80 @@ def track(frames: torch.Tensor | np.ndarray, shape: str) -> Track:
 
 
 # ------------------------------------------------------------------------------------------ judging
-def motion_ok(tr: Track, motion: str) -> bool:
-    """Does the tracked motion match ``motion`` in direction and roughly in magnitude (see CRITERIA)?"""
-    world.check_motion(motion)
-    if not np.all(tr.area >= LOST_AREA * max(tr.area[0], 1e-9)) or np.isnan(tr.cx).any():
+def _window(want: float) -> tuple[float, float]:
+    """Half to 1.5 times ``want``, whatever its sign."""
+    return min(0.5 * want, 1.5 * want), max(0.5 * want, 1.5 * want)
+
+
+def motion_ok(tr: Track, motion: str | world.MotionSpec) -> bool:
+    """Does the tracked motion match ``motion`` in direction and roughly in magnitude (module comment above
+    :data:`MAX_SIDEWAYS_PX`)? The tests are derived from the spec's components."""
+    spec = world.motion_spec(motion)
+    floor = LOST_AREA * min(1.0, spec.scale ** 2) * max(tr.area[0], 1e-9)
+    if not np.all(tr.area >= floor) or np.isnan(tr.cx).any():
         return False
     dx, dy = tr.cx[-1] - tr.cx[0], tr.cy[-1] - tr.cy[0]
-    expected = world.SHIFT_PX
-    if motion == "right":
-        return 0.5 * expected <= dx <= 1.5 * expected and abs(dy) <= MAX_SIDEWAYS_PX
-    if motion == "down":
-        return 0.5 * expected <= dy <= 1.5 * expected and abs(dx) <= MAX_SIDEWAYS_PX
-    drift = math.hypot(dx, dy)
-    if motion == "grow":
-        want = math.log(world.GROW_FACTOR ** 2)
-        return 0.5 * want <= math.log(tr.area[-1] / tr.area[0]) <= 1.5 * want and drift <= MAX_SIDEWAYS_PX
-    turn = tr.turn[-1]
-    return 0.5 * world.TURN_DEG <= turn <= 1.5 * world.TURN_DEG and drift <= MAX_SIDEWAYS_PX
+    ok = True
+    if spec.translates:
+        length = math.hypot(spec.dx, spec.dy)
+        ux, uy = spec.dx / length, spec.dy / length
+        along, sideways = dx * ux + dy * uy, -dx * uy + dy * ux
+        lo, hi = _window(length)
+        ok = ok and lo <= along <= hi and abs(sideways) <= MAX_SIDEWAYS_PX
+    else:
+        ok = ok and math.hypot(dx, dy) <= MAX_SIDEWAYS_PX
+    if spec.scales:
+        lo, hi = _window(math.log(spec.scale ** 2))
+        ok = ok and lo <= math.log(tr.area[-1] / tr.area[0]) <= hi
+    if spec.rotates:
+        lo, hi = _window(spec.rotate)
+        ok = ok and lo <= tr.turn[-1] <= hi
+    return bool(ok)
 
 
-def motion_amount(tr: Track, motion: str) -> float:
-    """The tracked amount of the motion over the clip: px along the direction, area ratio, or degrees."""
-    if motion == "right":
-        return float(tr.cx[-1] - tr.cx[0])
-    if motion == "down":
-        return float(tr.cy[-1] - tr.cy[0])
-    if motion == "grow":
+def criterion(motion: str | world.MotionSpec) -> str:
+    """The pass criterion of ``motion`` in words (what :func:`motion_ok` tests)."""
+    spec = world.motion_spec(motion)
+    parts = []
+    if spec.translates:
+        lo, hi = _window(math.hypot(spec.dx, spec.dy))
+        direction = {(1, 0): "x", (0, 1): "y"}.get((int(spec.dx != 0), int(spec.dy != 0)))
+        if direction and (spec.dx if direction == "x" else spec.dy) > 0:
+            other = "y" if direction == "x" else "x"
+            parts.append(f"{direction} shift {lo:g}..{hi:g} px, |{other} shift| <= {MAX_SIDEWAYS_PX:g} px")
+        else:
+            parts.append(f"shift along ({spec.dx:g}, {spec.dy:g}) {lo:g}..{hi:g} px, sideways <= {MAX_SIDEWAYS_PX:g} px")
+    if spec.scales:
+        lo, hi = (math.exp(v) for v in _window(math.log(spec.scale ** 2)))
+        parts.append(f"area ratio {lo:.1f}..{hi:.1f}")
+    if spec.rotates:
+        lo, hi = _window(spec.rotate)
+        parts.append(f"{'clockwise' if spec.rotate > 0 else 'anticlockwise (negative)'} turn {lo:g}..{hi:g} deg")
+    if not spec.translates:
+        parts.append(f"drift <= {MAX_SIDEWAYS_PX:g} px")
+    return ", ".join(parts)
+
+
+def motion_amount(tr: Track, motion: str | world.MotionSpec) -> float:
+    """The tracked amount of the motion's first component over the clip: px along the translation, else
+    the area ratio, else degrees turned (:func:`amount_unit` names it)."""
+    spec = world.motion_spec(motion)
+    if spec.translates:
+        length = math.hypot(spec.dx, spec.dy)
+        return float(((tr.cx[-1] - tr.cx[0]) * spec.dx + (tr.cy[-1] - tr.cy[0]) * spec.dy) / length)
+    if spec.scales:
         return float(tr.area[-1] / max(tr.area[0], 1e-9))
     return float(tr.turn[-1])
+
+
+def amount_unit(motion: str | world.MotionSpec) -> str:
+    """What :func:`motion_amount` measures, e.g. ``"px to the right"``, ``"x its area"``."""
+    spec = world.motion_spec(motion)
+    if spec.translates:
+        named = {(1, 0): "to the right", (-1, 0): "to the left", (0, 1): "down", (0, -1): "up"}
+        key = (int(math.copysign(1, spec.dx)) if spec.dx else 0, int(math.copysign(1, spec.dy)) if spec.dy else 0)
+        return f"px {named.get(key, f'along ({spec.dx:g}, {spec.dy:g})')}"
+    return "x its area" if spec.scales else "degrees clockwise"
 
 
 def jitter(tr: Track) -> float:

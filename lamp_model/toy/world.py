@@ -3,7 +3,7 @@
 Everything is rendered with analytic anti-aliasing (coverage from a signed distance), so a shape that
 moves by a fraction of a pixel moves its centroid by that fraction: tracked trajectories are smooth.
 A scene is fully described by a :class:`Scene` (shape, colour, position, size, angle, background);
-a clip applies one :data:`MOTIONS` pattern to it over ``FRAMES`` frames. Every random choice comes from
+a clip applies one motion (a :class:`~lamp_model.toy.motions.MotionSpec`) to it over ``FRAMES`` frames. Every random choice comes from
 a ``numpy`` generator seeded by the caller, so clips and first frames are reproducible bit for bit.
 
 Coordinates are pixels with the origin at the top-left corner, ``x`` to the right and ``y`` down; a
@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
+from .motions import SHIPPED, MotionSpec, parse_motion, stream_of
 
 #: Image side in pixels and frames per clip.
 SIZE = 32
@@ -35,16 +37,12 @@ SYMMETRY = {"circle": 0, "square": 4, "triangle": 3, "cross": 4, "bar": 2}
 BACKGROUNDS = ((0.12, 0.12, 0.14), (0.3, 0.3, 0.32), (0.1, 0.14, 0.3), (0.12, 0.26, 0.16),
                (0.32, 0.22, 0.14), (0.26, 0.12, 0.24), (0.05, 0.05, 0.05), (0.22, 0.28, 0.34))
 
-#: Motion patterns: the words of the CLI, and what each one does over a clip.
-MOTIONS = {
-    "right": "moves right by 12 px",
-    "down": "moves down by 12 px",
-    "grow": "grows to 1.8x its size (3.2x its area)",
-    "rotate": "turns clockwise by 90 degrees",
-}
-SHIFT_PX = 12.0
-GROW_FACTOR = 1.8
-TURN_DEG = 90.0
+#: The shipped motion patterns (:data:`lamp_model.toy.motions.SHIPPED`) and what each does over a clip;
+#: any other :class:`~lamp_model.toy.motions.MotionSpec` (a ``--motion`` string) works the same way.
+MOTIONS = {name: spec.description for name, spec in SHIPPED.items()}
+SHIFT_PX = SHIPPED["right"].dx
+GROW_FACTOR = SHIPPED["grow"].scale
+TURN_DEG = SHIPPED["rotate"].rotate
 
 
 @dataclass(frozen=True)
@@ -154,49 +152,84 @@ def random_scene(rng: np.random.Generator, shape: str | None = None, colour: str
     return Scene(shape, colour, cx, cy, size, float(rng.uniform(0, 360)), bg_a, bg_b, float(rng.uniform(0, 360)))
 
 
-def start_scene(motion: str, rng: np.random.Generator, shape: str, colour: str) -> Scene:
-    """A first frame from which ``motion`` keeps the whole object inside the image for every frame."""
-    check_motion(motion)
-    base = random_scene(rng, shape, colour, size_range=(4.5, 5.5) if motion != "grow" else (3.8, 4.4))
-    reach = base.size * 1.55 + 1.5
+def start_scene(motion: str | MotionSpec, rng: np.random.Generator, shape: str, colour: str) -> Scene:
+    """A first frame from which ``motion`` keeps the whole object inside the image for every frame.
+
+    A translation starts on the side it moves away from (anywhere it still fits; the other axis 2 px in
+    from the edge room), the axis that moves most drawn first; a motion without translation starts
+    within 2 px of the centre. Object sizes come from the spec (:func:`sizes_for`).
+    """
+    spec = motion_spec(motion)
+    base = random_scene(rng, shape, colour, size_range=sizes_for(spec))
+    reach = base.size * max(1.0, spec.scale) * 1.55 + 1.5
     lo, hi = reach, SIZE - reach
-    end = max(lo, hi - SHIFT_PX)  # the largest shapes start at the one position that still fits
-    if motion == "right":
-        return replace(base, cx=float(rng.uniform(lo, end)), cy=float(rng.uniform(lo + 2, hi - 2)))
-    if motion == "down":
-        return replace(base, cy=float(rng.uniform(lo, end)), cx=float(rng.uniform(lo + 2, hi - 2)))
-    mid = SIZE / 2
-    return replace(base, cx=float(rng.uniform(mid - 2, mid + 2)), cy=float(rng.uniform(mid - 2, mid + 2)))
+    if not spec.translates:
+        mid = SIZE / 2
+        return replace(base, cx=float(rng.uniform(mid - 2, mid + 2)), cy=float(rng.uniform(mid - 2, mid + 2)))
+    place = {}
+    for axis, shift in sorted((("cx", spec.dx), ("cy", spec.dy)), key=lambda a: -abs(a[1])):
+        if shift > 0:  # the largest shapes start at the one position that still fits
+            place[axis] = float(rng.uniform(lo, max(lo, hi - shift)))
+        elif shift < 0:
+            place[axis] = float(rng.uniform(min(hi, lo - shift), hi))
+        else:
+            place[axis] = float(rng.uniform(lo + 2, hi - 2))
+    return replace(base, **place)
 
 
-def animate(scene: Scene, motion: str, frames: int = FRAMES) -> list[Scene]:
-    """The scenes of one clip: ``scene`` at frame 0, then ``motion`` applied linearly up to the last frame."""
-    check_motion(motion)
+def sizes_for(spec: MotionSpec) -> tuple[float, float]:
+    """Object sizes of first frames: the spec's own, else 4.5..5.5 px, shrunk for a growing motion so the
+    object at its largest is no bigger than the shipped ``grow``'s."""
+    if spec.sizes is not None:
+        return spec.sizes
+    if spec.scale <= 1:
+        return (4.5, 5.5)
+    top = (4.4 * SHIPPED["grow"].scale) / spec.scale
+    return (max(2.5, top - 0.6), max(2.6, top))
+
+
+def animate(scene: Scene, motion: str | MotionSpec, frames: int = FRAMES) -> list[Scene]:
+    """The scenes of one clip: ``scene`` at frame 0, then ``motion`` applied (eased, linear by default) up
+    to the last frame: position, size and angle change together for a combined motion."""
+    spec = motion_spec(motion)
     out = []
     for t in range(frames):
-        u = t / (frames - 1)
-        if motion == "right":
-            out.append(replace(scene, cx=scene.cx + SHIFT_PX * u))
-        elif motion == "down":
-            out.append(replace(scene, cy=scene.cy + SHIFT_PX * u))
-        elif motion == "grow":
-            out.append(replace(scene, size=scene.size * (1 + (GROW_FACTOR - 1) * u)))
-        else:
-            out.append(replace(scene, angle=scene.angle + TURN_DEG * u))
+        e = spec.progress(t / (frames - 1))
+        change = {}
+        if spec.dx:
+            change["cx"] = scene.cx + spec.dx * e
+        if spec.dy:
+            change["cy"] = scene.cy + spec.dy * e
+        if spec.scales:
+            change["size"] = scene.size * (1 + (spec.scale - 1) * e)
+        if spec.rotates:
+            change["angle"] = scene.angle + spec.rotate * e
+        out.append(replace(scene, **change))
     return out
 
 
-def check_motion(motion: str) -> None:
-    if motion not in MOTIONS:
-        raise ValueError(f"unknown motion {motion!r}; the toy world has: {', '.join(MOTIONS)}")
+def motion_spec(motion: str | MotionSpec) -> MotionSpec:
+    """The spec of a motion (a shipped name, a ``--motion`` string, a YAML path or a spec), checked to fit
+    the canvas: a clear one-line ``ValueError`` otherwise."""
+    spec = parse_motion(motion)
+    reach = min(sizes_for(spec)) * max(1.0, spec.scale) * 1.55 + 1.5
+    room = SIZE - 2 * reach
+    if spec.translates and max(abs(spec.dx), abs(spec.dy)) > room:
+        raise ValueError(f"motion {spec.text!r}: a shift of {max(abs(spec.dx), abs(spec.dy)):g} px does not fit the "
+                         f"{SIZE} px toy canvas (at most {room:.1f} px per axis at this scale)")
+    if not spec.translates and reach > SIZE / 2 - 2:
+        raise ValueError(f"motion {spec.text!r}: the object at its largest does not fit the {SIZE} px toy canvas "
+                         "(use a smaller scale)")
+    return spec
 
 
-def motion_shapes(motion: str) -> tuple[str, ...]:
-    """Shapes whose motion is visible: a turning circle looks still, so ``rotate`` leaves circles out."""
-    return tuple(s for s in SHAPES if motion != "rotate" or SYMMETRY[s])
+def motion_shapes(motion: str | MotionSpec) -> tuple[str, ...]:
+    """Shapes whose motion is visible: a turning circle looks still, so a turn leaves circles out."""
+    spec = motion_spec(motion)
+    return tuple(s for s in SHAPES if not spec.rotates or SYMMETRY[s])
 
 
-def combos(motion: str) -> list[tuple[str, str]]:
+def combos(motion: str | MotionSpec) -> list[tuple[str, str]]:
     """Every (shape, colour) pair usable for ``motion``, in a fixed order."""
     return [(s, c) for s in motion_shapes(motion) for c in COLOURS]
 
@@ -210,10 +243,10 @@ class Clip:
     scenes: tuple[Scene, ...]
 
 
-def split_combos(motion: str, seed: int = 0, n_train: int = 8) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def split_combos(motion: str | MotionSpec, seed: int = 0, n_train: int = 8) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Training and unseen (shape, colour) pairs for ``motion``: ``n_train`` pairs with distinct shapes
     where possible, the rest are never shown during motion training."""
-    rng = np.random.default_rng([seed, 1, list(MOTIONS).index(motion)])
+    rng = np.random.default_rng([seed, 1, stream_of(motion_spec(motion))])
     all_pairs = combos(motion)
     order = rng.permutation(len(all_pairs))
     train: list[tuple[str, str]] = []
@@ -228,10 +261,10 @@ def split_combos(motion: str, seed: int = 0, n_train: int = 8) -> tuple[list[tup
     return train, unseen
 
 
-def training_clips(motion: str, n: int = 8, seed: int = 0, frames: int = FRAMES) -> list[Clip]:
+def training_clips(motion: str | MotionSpec, n: int = 8, seed: int = 0, frames: int = FRAMES) -> list[Clip]:
     """The ``n`` clips of ONE motion that LAMP learns from (deterministic from ``seed``)."""
     train, _ = split_combos(motion, seed, n)
-    rng = np.random.default_rng([seed, 2, list(MOTIONS).index(motion)])
+    rng = np.random.default_rng([seed, 2, stream_of(motion_spec(motion))])
     clips = []
     for shape, colour in train:
         scenes = animate(start_scene(motion, rng, shape, colour), motion, frames)
@@ -239,10 +272,10 @@ def training_clips(motion: str, n: int = 8, seed: int = 0, frames: int = FRAMES)
     return clips
 
 
-def unseen_first_frames(motion: str, n: int = 24, seed: int = 0) -> list[Scene]:
+def unseen_first_frames(motion: str | MotionSpec, n: int = 24, seed: int = 0) -> list[Scene]:
     """``n`` first frames whose (shape, colour) pair is not among ``motion``'s training clips."""
     _, unseen = split_combos(motion, seed)
-    rng = np.random.default_rng([seed, 3, list(MOTIONS).index(motion)])
+    rng = np.random.default_rng([seed, 3, stream_of(motion_spec(motion))])
     order = rng.permutation(len(unseen))
     pairs = [unseen[order[i % len(unseen)]] for i in range(n)]
     return [start_scene(motion, rng, shape, colour) for shape, colour in pairs]
