@@ -40,21 +40,31 @@ def test_sampler_preview_has_room(name):
         assert a1 <= x0 or a0 >= x1 or b1 <= y0 or b0 >= y1, f"{node['type']} lies under the sampler's preview"
 
 
-#: LiteGraph's node title bar (drawn above ``pos``) and a group's title strip (24 px font) in graph units.
-TITLE_HEIGHT, GROUP_TITLE_HEIGHT = 30, 34
+#: LiteGraph's node title bar (drawn above ``pos``), the frontend's "LAMP" source badge above a LAMP node's
+#: title (measured in the screenshots: 3-21 px above it) and a group's title strip (24 px font), in graph units.
+TITLE_HEIGHT, BADGE_HEIGHT, GROUP_TITLE_HEIGHT = 30, 22, 34
 ALL_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
 
 
 @pytest.mark.parametrize("name", ALL_WORKFLOWS)
 def test_nodes_do_not_overlap_and_group_titles_are_clear(name):
-    """No node (title bar included) lies on another or on a group's title: the screenshots stay readable."""
+    """No node (title bar and LAMP badge included) lies on another, and no title bar on a group's title: the
+    screenshots stay readable. (The badge sits at the title's right end, beside a group title's text.)"""
     wf = json.loads((WORKFLOWS / name).read_text())
-    boxes = [(n.get("title", n["type"]), (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, *_box(n)[2:])) for n in wf["nodes"]]
-    strips = [(g["title"], (g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
-                            g["bounding"][1] + GROUP_TITLE_HEIGHT)) for g in wf["groups"]]
-    for i, (a, (a0, b0, a1, b1)) in enumerate(boxes):
-        for b, (c0, d0, c1, d1) in boxes[i + 1:] + strips:
-            assert a1 <= c0 or a0 >= c1 or b1 <= d0 or b0 >= d1, f"{a} overlaps {b}"
+
+    def box(n, badge):
+        return n["pos"][0], n["pos"][1] - TITLE_HEIGHT - badge * BADGE_HEIGHT * n["type"].startswith("LAMP_"), *_box(n)[2:]
+
+    def apart(p, q):
+        return p[2] <= q[0] or p[0] >= q[2] or p[3] <= q[1] or p[1] >= q[3]
+
+    nodes = wf["nodes"]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            assert apart(box(a, True), box(b, True)), f"{a.get('title', a['type'])} overlaps {b.get('title', b['type'])}"
+        for g in wf["groups"]:
+            x, y, w, _ = g["bounding"]
+            assert apart(box(a, False), (x, y, x + w, y + GROUP_TITLE_HEIGHT)), f"{a['type']} on {g['title']}"
 
 
 @pytest.mark.parametrize("name", ALL_WORKFLOWS)

@@ -136,7 +136,7 @@ def canny_sdxl_frame_one(g: Graph, x: int, canny_y: int, image: tuple[dict, str]
 def lamp_base(g: Graph, pos: tuple[int, int]) -> tuple[dict, dict]:
     """SD-1.5 checkpoint → LAMP Load Motion; returns both nodes."""
     sd15 = checkpoint(g, pos, SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
-    motion = g.node("LAMP_LoadMotion", (pos[0], pos[1] + 140), inputs=[("model", "MODEL")],
+    motion = g.node("LAMP_LoadMotion", (pos[0], pos[1] + 160), inputs=[("model", "MODEL")],
                     outputs=[("lamp_model", "LAMP_MODEL")], widgets=[MOTION, "auto"], size=(340, 90))
     g.link(sd15, "MODEL", motion, "model")
     return sd15, motion
@@ -151,8 +151,8 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     long-video widgets (default :data:`LONG_DEFAULTS`); ``control_images``: hints for an SD-1.5 ControlNet on
     the LAMP prompts (:func:`sd15_controlnet`)."""
     sd15, motion = base or lamp_base(g, (x, 40))
-    pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
-    neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
+    pos = text(g, (x, 330), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
+    neg = text(g, (x, 490), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
     positive, negative = sd15_controlnet(g, x, pos, neg, control_images)
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
@@ -160,7 +160,7 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     g.link(frame_one, frame_output, first, "image")
     g.link(sd15, "VAE", first, "vae")
     if noise is None:
-        noise = (g.node("LAMP_SharedNoise", (x + 380, 260), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+        noise = (g.node("LAMP_SharedNoise", (x + 380, 280), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
                         size=(320, 110)), "noise")
     sampler = g.node("LAMP_Sampler", (x + 740, 40),
                      inputs=[("lamp_model", "LAMP_MODEL"), ("positive", "CONDITIONING"),
@@ -173,7 +173,7 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     g.link(first, "latent", sampler, "latent")
     g.link(*noise, sampler, "noise")
     video_outputs(g, x, 40 + SAMPLER_HEIGHT + 40, (sampler, "latent"), sd15)  # under the sampler and its preview
-    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 980), "#3f789e")
+    g.group("LAMP: frame one + learned motion → video (SD-1.5)", (x - 20, -40, 1520, 1000), "#3f789e")
 
 
 def video_outputs(g: Graph, x: int, below: int, latent: tuple[dict, str], sd15: dict) -> None:
@@ -183,7 +183,7 @@ def video_outputs(g: Graph, x: int, below: int, latent: tuple[dict, str], sd15: 
                     outputs=[("IMAGE", "IMAGE")], size=(220, 50))
     g.link(*latent, decode, "samples")
     g.link(sd15, "VAE", decode, "vae")
-    match = g.node("LAMP_ColorMatch", (x + 740, below + 90), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
+    match = g.node("LAMP_ColorMatch", (x + 740, below + 110), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
                    outputs=[("images", "IMAGE")], widgets=["histogram", 1.0], size=(320, 110))
     g.link(decode, "IMAGE", match, "images")
     webp = g.node("SaveAnimatedWEBP", (x + 1100, 40), inputs=[("images", "IMAGE")],
@@ -204,7 +204,7 @@ def sdxl_text_frame_one(g: Graph) -> dict:
                "Frame-one prompt (SD-XL)")
     neg = text(g, (0, 340), sdxl, "blurry, low quality, watermark, text", "Frame-one negative (SD-XL)")
     decode = sdxl_frame_one(g, 0, (pos, "CONDITIONING"), (neg, "CONDITIONING"), sdxl, (0, 500))
-    g.group("Frame one (SD-XL)", (-20, -40, 740, 980), "#88aa88")
+    g.group("Frame one (SD-XL)", (-20, -40, 740, 1000), "#88aa88")
     return decode
 
 
@@ -221,7 +221,7 @@ def image_to_video() -> Graph:
     g = Graph()
     load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                   widgets=["example.png", "image"], title="Frame one (your photo)", size=(340, 360))
-    g.group("Frame one (a photo)", (-20, -40, 400, 980), "#88aa88")
+    g.group("Frame one (a photo)", (-20, -40, 400, 1000), "#88aa88")
     lamp_chain(g, 440, load, "IMAGE", "a horse runs in the field")
     return g
 
@@ -252,8 +252,8 @@ def video_edit(per_frame_control: bool = False) -> Graph:
     g.group("Source video", (-20, -40, 400, 530), "#a1309b")
     base = lamp_base(g, (0, 620))  # under the group's title (530 + its 24 px font)
     sd15 = base[0]
-    empty = text(g, (0, 890), sd15, "", "Inversion prompt: empty (official)")
-    invert = g.node("LAMP_InvertVideo", (0, 1050),
+    empty = text(g, (0, 910), sd15, "", "Inversion prompt: empty (official)")
+    invert = g.node("LAMP_InvertVideo", (0, 1090),
                     inputs=[("lamp_model", "LAMP_MODEL"), ("images", "IMAGE"), ("vae", "VAE"),
                             ("conditioning", "CONDITIONING")],
                     outputs=[("noise", "NOISE"), ("first_frame", "IMAGE"), ("source", "IMAGE")],
@@ -262,7 +262,7 @@ def video_edit(per_frame_control: bool = False) -> Graph:
     g.link(parts, "images", invert, "images")
     g.link(sd15, "VAE", invert, "vae")
     g.link(empty, "CONDITIONING", invert, "conditioning")
-    g.group("LAMP: invert the source (SD-1.5)", (-20, 540, 400, 880), "#3f789e")
+    g.group("LAMP: invert the source (SD-1.5)", (-20, 540, 400, 910), "#3f789e")
     decode = canny_sdxl_frame_one(g, 440, 40, (invert, "first_frame"),
                                   "a robot runs beside a river, van gogh style painting, highly detailed")
     g.group("Edited frame one (Canny + ControlNet on SD-XL)", (420, -40, 1120, 1020), "#88aa88")
@@ -282,7 +282,7 @@ def long_video() -> Graph:
     g = Graph()
     load = g.node("LoadImage", (0, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                   widgets=["example.png", "image"], title="Frame one (your photo)", size=(340, 360))
-    g.group("Frame one (a photo)", (-20, -40, 400, 980), "#88aa88")
+    g.group("Frame one (a photo)", (-20, -40, 400, 1000), "#88aa88")
     lamp_chain(g, 440, load, "IMAGE", "a horse runs in the field", frames=64, long=LONG_DEFAULTS)
     return g
 
@@ -293,12 +293,12 @@ SD15_CANNY = "control_v11p_sd15_canny.safetensors"
 def sd15_controlnet(g: Graph, x: int, pos: dict, neg: dict, control_images: Optional[tuple[dict, str]]
                     ) -> tuple[tuple[dict, str], tuple[dict, str]]:
     """The LAMP prompts (positive, negative) as they reach the sampler: with ``control_images`` ((node, output) of a
-    hint batch, one image per frame) an SD-1.5 Canny ControlNet at (x, 630) is applied to both."""
+    hint batch, one image per frame) an SD-1.5 Canny ControlNet at (x, 650) is applied to both."""
     if control_images is None:
         return (pos, "CONDITIONING"), (neg, "CONDITIONING")
-    cn = g.node("ControlNetLoader", (x, 630), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SD15_CANNY],
+    cn = g.node("ControlNetLoader", (x, 650), outputs=[("CONTROL_NET", "CONTROL_NET")], widgets=[SD15_CANNY],
                 title="SD-1.5 Canny ControlNet (every frame)", size=(340, 60))
-    apply = g.node("ControlNetApplyAdvanced", (x, 730),
+    apply = g.node("ControlNetApplyAdvanced", (x, 750),
                    inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                            ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
@@ -319,11 +319,11 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
     ``control_images``: (node, output) of a hint batch (one image per frame) for an SD-1.5 ControlNet on the
     LAMP prompts."""
     sd15 = checkpoint(g, (x, 40), SD15_CKPT, "SD-1.5 checkpoint (LAMP base)")
-    motion = g.node("LAMP_ApplyMotion", (x, 180), inputs=[("model", "MODEL")], outputs=[("model", "MODEL")],
+    motion = g.node("LAMP_ApplyMotion", (x, 200), inputs=[("model", "MODEL")], outputs=[("model", "MODEL")],
                     widgets=[MOTION], size=(340, 80))
     g.link(sd15, "MODEL", motion, "model")
-    pos = text(g, (x, 310), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
-    neg = text(g, (x, 470), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
+    pos = text(g, (x, 330), sd15, prompt, "LAMP prompt (SD-1.5 CLIP)")
+    neg = text(g, (x, 490), sd15, "", "LAMP negative prompt (SD-1.5 CLIP)")
     positive, negative = sd15_controlnet(g, x, pos, neg, control_images)
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
@@ -342,17 +342,17 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
         g.link(first, "latent", ks, "latent_image")
         latent = (ks, "LATENT")
     else:
-        noise = g.node("LAMP_SharedNoise", (x + 380, 260), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+        noise = g.node("LAMP_SharedNoise", (x + 380, 280), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
                        size=(320, 110))
-        guider = g.node("CFGGuider", (x + 380, 410),
+        guider = g.node("CFGGuider", (x + 380, 430),
                         inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                         outputs=[("GUIDER", "GUIDER")], widgets=[12.5], size=(320, 100))
         g.link(motion, "model", guider, "model")
         g.link(*positive, guider, "positive")
         g.link(*negative, guider, "negative")
-        ddim = g.node("LAMP_DDIMSampler", (x + 380, 550), outputs=[("sampler", "SAMPLER")], widgets=[True],
+        ddim = g.node("LAMP_DDIMSampler", (x + 380, 590), outputs=[("sampler", "SAMPLER")], widgets=[True],
                       size=(320, 60))
-        sigmas = g.node("LAMP_DDIMSigmas", (x + 380, 650), outputs=[("sigmas", "SIGMAS")], widgets=[50],
+        sigmas = g.node("LAMP_DDIMSigmas", (x + 380, 710), outputs=[("sigmas", "SIGMAS")], widgets=[50],
                         size=(320, 60))
         ks = g.node("SamplerCustomAdvanced", (x + 740, 40),
                     inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
@@ -366,7 +366,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
         g.link(first, "latent", ks, "latent_image")
         latent = (ks, "output")
     video_outputs(g, x, 342, latent, sd15)
-    g.group("LAMP, native: LAMP Apply Motion → ComfyUI's own sampling (SD-1.5)", (x - 20, -40, 1520, 980), "#3f789e")
+    g.group("LAMP, native: LAMP Apply Motion → ComfyUI's own sampling (SD-1.5)", (x - 20, -40, 1520, 1000), "#3f789e")
 
 
 def native_ksampler() -> Graph:
@@ -420,12 +420,12 @@ def train_workflow() -> Graph:
     g.link(init, "train_state", steps, "train_state")
     plot = g.node("PreviewImage", (780, 212), inputs=[("images", "IMAGE")], title="Loss", size=(420, 300))
     g.link(steps, "loss_plot", plot, "images")
-    save = g.node("LAMP_SaveMotion", (780, 552), inputs=[("train_state", "LAMP_TRAIN_STATE")],
+    save = g.node("LAMP_SaveMotion", (780, 572), inputs=[("train_state", "LAMP_TRAIN_STATE")],
                   outputs=[("motion_file", "STRING")], widgets=["", True, False], size=(340, 130))
     g.link(steps, "train_state", save, "train_state")
     load = g.node("LoadImage", (1240, 40), outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
                   widgets=["example.png", "image"], title="Validation first frame", size=(320, 330))
-    val = g.node("LAMP_TrainValidate", (1240, 410),
+    val = g.node("LAMP_TrainValidate", (1240, 430),
                  inputs=[("train_state", "LAMP_TRAIN_STATE"), ("vae", "VAE"), ("first_frame", "IMAGE"),
                          ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                  outputs=[("frames", "IMAGE"), ("latent", "LATENT")], widgets=[25, 12.5, 0], size=(320, 190))
