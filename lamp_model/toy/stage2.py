@@ -52,8 +52,8 @@ def motion_arg(text: str) -> world.MotionSpec:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def train_motion(motion: str | world.MotionSpec, weights_dir: Path | None = None, steps: int | None = None, lr: float = TOY_LR,
-                 batch_size: int = TOY_BATCH, seed: int = 0, temporal_conv: str = "causal",
+def train_motion(motion: str | world.MotionSpec, weights_dir: Path | None = None, steps: int | None = None,
+                 lr: float = TOY_LR, batch_size: int = TOY_BATCH, seed: int = 0, temporal_conv: str = "causal",
                  pin_first_frame: bool = True, n_clips: int = 8, frames: int = world.FRAMES,
                  log=print) -> MotionTrainer:
     """Train one motion (a shipped name or any spec) on top of the stage-1 base in ``weights_dir`` for
@@ -74,8 +74,9 @@ def train_motion(motion: str | world.MotionSpec, weights_dir: Path | None = None
                       steps=steps, learning_rate=lr, batch_size=batch_size, lr_scheduler="cosine",
                       lr_warmup_steps=steps // 20, gradient_checkpointing=False, pin_first_frame=pin_first_frame,
                       seed=seed, save_every=0, validate_every=0)
-    meta = {"motion_prompt": spec.name, "toy_motion": spec.name, "toy_motion_spec": spec.text, "width": world.SIZE, "height": world.SIZE,
-            "temporal_conv": temporal_conv, "pin_first_frame": pin_first_frame,
+    meta = {"motion_prompt": spec.name, "toy_motion": spec.name, "toy_motion_spec": spec.text,
+            "width": world.SIZE, "height": world.SIZE, "temporal_conv": temporal_conv,
+            "pin_first_frame": pin_first_frame,
             "training_clips": [c.caption for c in clips]}
     trainer = MotionTrainer(unet, clip_set, text, cfg, noise_scheduler=default_noise_scheduler(), motion_metadata=meta)
     log(f"stage 2 [{spec.name}: {spec.description}]: {len(clips)} clips ({', '.join(c.caption for c in clips)}), "
@@ -117,7 +118,8 @@ def _main(args: argparse.Namespace) -> int:
                            temporal_conv=args.temporal_conv, pin_first_frame=not args.no_pin)
     out = args.out or motion_file(args.motion, args.base)
     trainer.save_motion(out)
-    print(f"stage 2 [{args.motion.name}]: {trainer.global_step} steps in {clock():.0f} s -> {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    print(f"stage 2 [{args.motion.name}]: {trainer.global_step} steps in {clock():.0f} s -> {out} "
+          f"({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 

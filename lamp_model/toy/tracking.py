@@ -172,7 +172,8 @@ def criterion(motion: str | world.MotionSpec) -> str:
             other = "y" if direction == "x" else "x"
             parts.append(f"{direction} shift {lo:g}..{hi:g} px, |{other} shift| <= {MAX_SIDEWAYS_PX:g} px")
         else:
-            parts.append(f"shift along ({spec.dx:g}, {spec.dy:g}) {lo:g}..{hi:g} px, sideways <= {MAX_SIDEWAYS_PX:g} px")
+            parts.append(f"shift along ({spec.dx:g}, {spec.dy:g}) {lo:g}..{hi:g} px, "
+                         f"sideways <= {MAX_SIDEWAYS_PX:g} px")
     if spec.scales:
         lo, hi = (math.exp(v) for v in _window(math.log(spec.scale ** 2)))
         parts.append(f"area ratio {lo:.1f}..{hi:.1f}")

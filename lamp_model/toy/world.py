@@ -3,8 +3,9 @@
 Everything is rendered with analytic anti-aliasing (coverage from a signed distance), so a shape that
 moves by a fraction of a pixel moves its centroid by that fraction: tracked trajectories are smooth.
 A scene is fully described by a :class:`Scene` (shape, colour, position, size, angle, background);
-a clip applies one motion (a :class:`~lamp_model.toy.motions.MotionSpec`) to it over ``FRAMES`` frames. Every random choice comes from
-a ``numpy`` generator seeded by the caller, so clips and first frames are reproducible bit for bit.
+a clip applies one motion (a :class:`~lamp_model.toy.motions.MotionSpec`) to it over ``FRAMES`` frames.
+Every random choice comes from a ``numpy`` generator seeded by the caller, so clips and first frames are
+reproducible bit for bit.
 
 Coordinates are pixels with the origin at the top-left corner, ``x`` to the right and ``y`` down; a
 positive angle turns clockwise on screen.
@@ -243,7 +244,8 @@ class Clip:
     scenes: tuple[Scene, ...]
 
 
-def split_combos(motion: str | MotionSpec, seed: int = 0, n_train: int = 8) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def split_combos(motion: str | MotionSpec, seed: int = 0,
+                 n_train: int = 8) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Training and unseen (shape, colour) pairs for ``motion``: ``n_train`` pairs with distinct shapes
     where possible, the rest are never shown during motion training."""
     rng = np.random.default_rng([seed, 1, stream_of(motion_spec(motion))])
