@@ -12,7 +12,7 @@ COMMANDS = {
     "convert": ("lamp_model.weights", "official unet/ folder -> compact motion file (.safetensors)"),
     "train": ("lamp_model.train", "few-shot motion training (also: python -m lamp_model.train)"),
     "edit": ("lamp_model.edit_cli", "video editing: invert a clip, sample it with an edited first frame"),
-    "demo": ("lamp_model.toy.demo", "toy-world demo with the shipped tiny weights (CPU, < 1 min)"),
+    "demo": ("lamp_model.toy.demo", "toy-world demo with the shipped tiny weights (CPU, seconds)"),
     "evaluate-videos": ("lamp_model.evaluate_videos", "the paper's CLIP metrics table for a folder of videos"),
     "paper-eval": ("lamp_model.paper_eval", "the paper's protocol: generate the benchmark videos, then score them"),
 }

@@ -112,6 +112,10 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     as_float("--fps", args.fps, 0.0, lo_open=True, hint="official 8")
     first_frame = _read_image(Path(args.first_frame), args.width, args.height)
     writable_dir(args.out, "--out")
+    if args.name is not None and (not args.name.strip() or Path(args.name).name != args.name
+                                  or args.name in {".", ".."}):
+        raise ValueError(f"--name must be a plain file name stem (no folder, no '..'), got {args.name!r}; "
+                         "the files go to --out")
     base_context_width(args.base)  # header only: an SD-XL/SD-2 or damaged base is named before any loading
     need = args.start + (max(args.frames, 1) - 1) * max(args.stride, 1) + 1
     clip = read_frames(video, args.width, args.height, args.resize, max_frames=need)

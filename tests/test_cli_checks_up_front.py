@@ -93,6 +93,8 @@ ROWS = [
     (EDIT + ["--out", "{unwritable}"], "--out '{unwritable}' cannot be written"),
     (EDIT + ["--base", "{sdxl}"], "this is an SD-XL UNet"),
     (EDIT + ["--base", "{corrupt}"], "is neither a safetensors file nor a PyTorch checkpoint"),
+    (EDIT + ["--name", "../escaped"], "--name must be a plain file name stem"),
+    (EDIT + ["--name", "sub/x"], "--name must be a plain file name stem"),
     (EVAL + ["--device", "banana"], "--device 'banana' is not a device"),
     (EVAL + ["--device", _unusable_device()], "cannot be used here"),
     (EVAL + ["--out", "{unwritable}"], "--out '{unwritable}' cannot be written"),
