@@ -361,7 +361,7 @@ CLI_CASES = [  # (argv with {placeholders}, text of the one error line)
     (["demo", "--guidance", "nan"], "--guidance must be a finite number"),
     (["demo", "--image", "{txt}"], "--image {txt}: not a readable picture"),
     (["demo", "--image", "{tmp}/missing.png"], "--image {tmp}/missing.png: file not found"),
-    (["demo", "--motion", "sideways"], "argument --motion: invalid choice: 'sideways'"),
+    (["demo", "--motion", "sideways"], "argument --motion: 'sideways' is not a component; valid forms: right"),
     (["demo", "--prompt", "a purple dragon"], "colour"),
     (["demo", "--out", "{under_file}"], "--out '{under_file}' cannot be written"),
     (["convert", "{tmp}/nothing", "{tmp}/m.safetensors"], "not found"),

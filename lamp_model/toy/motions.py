@@ -150,7 +150,9 @@ def stream_of(spec: MotionSpec) -> int:
 
 
 def _bad(text: str, part: str, why: str) -> ValueError:
-    return ValueError(f"--motion {text!r}: {part!r} {why}; valid forms: {FORMS}")
+    """One line: the motion text, its bad part (when there are several), why, and the valid forms."""
+    where = f"--motion {text!r}" + (f": {part!r}" if part != text.strip() else "")
+    return ValueError(f"{where} {why}; valid forms: {FORMS}")
 
 
 def _number(text: str, part: str, value: str) -> float:

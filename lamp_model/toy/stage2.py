@@ -49,7 +49,7 @@ def motion_arg(text: str) -> world.MotionSpec:
     try:
         return world.motion_spec(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--motion ")) from None
 
 
 def train_motion(motion: str | world.MotionSpec, weights_dir: Path | None = None, steps: int | None = None,
