@@ -67,6 +67,23 @@ def test_nodes_do_not_overlap_and_group_titles_are_clear(name):
             assert apart(box(a, False), (x, y, x + w, y + GROUP_TITLE_HEIGHT)), f"{a['type']} on {g['title']}"
 
 
+#: What web/lamp_messages.js writes under a node: the first line 16 px below it, then 15 px per line (12 px font);
+#: four lines hold LAMP First Frame's batch warning at the node's 320 px width.
+MESSAGE_ROOM = 16 + 3 * 15 + 4
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json") if '"LAMP_FirstFrame"' in p.read_text()))
+def test_first_frame_warning_has_room(name):
+    """No node (nor its LAMP badge) covers the lines LAMP First Frame's warning is drawn on."""
+    nodes = json.loads((WORKFLOWS / name).read_text())["nodes"]
+    first = next(n for n in nodes if n["type"] == "LAMP_FirstFrame")
+    x0, _, x1, y0 = _box(first)
+    for node in nodes:
+        a0, b0, a1, b1 = _box(node)
+        b0 -= TITLE_HEIGHT + BADGE_HEIGHT * node["type"].startswith("LAMP_")
+        assert a1 <= x0 or a0 >= x1 or b1 <= y0 or b0 >= y0 + MESSAGE_ROOM, f"{node['type']} covers the warning"
+
+
 @pytest.mark.parametrize("name", ALL_WORKFLOWS)
 def test_template_has_a_thumbnail(name):
     from PIL import Image

@@ -23,6 +23,9 @@ SAMPLER_HEIGHT = 640
 #: LAMP Sampler's long-video widgets: long_strategy, segment_frames, overlap (-1 = the strategy's default),
 #: content_lock, color_reference (the node's defaults).
 LONG_DEFAULTS = ["segments", 16, -1, True, "frame one"]
+#: LAMP First Frame's height: its widgets (the frontend's computed 150 px) and no more, because web/lamp_messages.js
+#: writes the node's warning (4 lines at 12 px) under that box; LAMP Shared Noise is placed below those lines.
+FIRST_FRAME_HEIGHT = 150
 
 
 class Graph:
@@ -156,11 +159,11 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     positive, negative = sd15_controlnet(g, x, pos, neg, control_images)
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
-                   widgets=[512, 320, frames, "stretch"], size=(320, 180))
+                   widgets=[512, 320, frames, "stretch"], size=(320, FIRST_FRAME_HEIGHT))
     g.link(frame_one, frame_output, first, "image")
     g.link(sd15, "VAE", first, "vae")
     if noise is None:
-        noise = (g.node("LAMP_SharedNoise", (x + 380, 280), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+        noise = (g.node("LAMP_SharedNoise", (x + 380, 310), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
                         size=(320, 110)), "noise")
     sampler = g.node("LAMP_Sampler", (x + 740, 40),
                      inputs=[("lamp_model", "LAMP_MODEL"), ("positive", "CONDITIONING"),
@@ -327,7 +330,7 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
     positive, negative = sd15_controlnet(g, x, pos, neg, control_images)
     first = g.node("LAMP_FirstFrame", (x + 380, 40), inputs=[("image", "IMAGE"), ("vae", "VAE")],
                    outputs=[("latent", "LATENT"), ("first_frame", "IMAGE")],
-                   widgets=[512, 320, frames, "stretch"], size=(320, 180))
+                   widgets=[512, 320, frames, "stretch"], size=(320, FIRST_FRAME_HEIGHT))
     g.link(frame_one, frame_output, first, "image")
     g.link(sd15, "VAE", first, "vae")
     if sampler == "ksampler":
@@ -342,17 +345,17 @@ def native_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: s
         g.link(first, "latent", ks, "latent_image")
         latent = (ks, "LATENT")
     else:
-        noise = g.node("LAMP_SharedNoise", (x + 380, 280), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
+        noise = g.node("LAMP_SharedNoise", (x + 380, 310), outputs=[("noise", "NOISE")], widgets=[42, "fixed", 0.2],
                        size=(320, 110))
-        guider = g.node("CFGGuider", (x + 380, 430),
+        guider = g.node("CFGGuider", (x + 380, 460),
                         inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                         outputs=[("GUIDER", "GUIDER")], widgets=[12.5], size=(320, 100))
         g.link(motion, "model", guider, "model")
         g.link(*positive, guider, "positive")
         g.link(*negative, guider, "negative")
-        ddim = g.node("LAMP_DDIMSampler", (x + 380, 590), outputs=[("sampler", "SAMPLER")], widgets=[True],
+        ddim = g.node("LAMP_DDIMSampler", (x + 380, 620), outputs=[("sampler", "SAMPLER")], widgets=[True],
                       size=(320, 60))
-        sigmas = g.node("LAMP_DDIMSigmas", (x + 380, 710), outputs=[("sigmas", "SIGMAS")], widgets=[50],
+        sigmas = g.node("LAMP_DDIMSigmas", (x + 380, 740), outputs=[("sigmas", "SIGMAS")], widgets=[50],
                         size=(320, 60))
         ks = g.node("SamplerCustomAdvanced", (x + 740, 40),
                     inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
