@@ -85,6 +85,9 @@ def test_parser_reads_every_form(tmp_path):
     yaml_file.write_text("name: slide-up\ndy: -10\nrotate: -30\n")
     spec = motions.parse_motion(str(yaml_file))
     assert (spec.name, spec.dy, spec.rotate) == ("slide-up", -10.0, -30.0)
+    yaml_file.write_text("name: right\ndx: -12\n")  # would overwrite the shipped motion file
+    with pytest.raises(ValueError, match="belongs to a shipped motion"):
+        motions.parse_motion(str(yaml_file))
 
 
 @pytest.mark.parametrize("text, bad", [

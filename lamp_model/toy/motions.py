@@ -242,6 +242,9 @@ def parse_motion(motion: str | MotionSpec) -> MotionSpec:
     for shipped in SHIPPED.values():
         if shipped.same_motion(spec) and name in (None, shipped.name):
             return shipped
+    if name in SHIPPED:  # its motion file would replace the shipped one
+        raise ValueError(f"--motion {text}: the name {name!r} belongs to a shipped motion ({SHIPPED[name].text}); "
+                         "choose another name")
     return replace(spec, name=name or _slug(spec.text))
 
 

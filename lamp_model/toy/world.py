@@ -248,7 +248,8 @@ def split_combos(motion: str | MotionSpec, seed: int = 0,
                  n_train: int = 8) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Training and unseen (shape, colour) pairs for ``motion``: ``n_train`` pairs with distinct shapes
     where possible, the rest are never shown during motion training."""
-    rng = np.random.default_rng([seed, 1, stream_of(motion_spec(motion))])
+    motion = motion_spec(motion)
+    rng = np.random.default_rng([seed, 1, stream_of(motion)])
     all_pairs = combos(motion)
     order = rng.permutation(len(all_pairs))
     train: list[tuple[str, str]] = []
@@ -265,8 +266,9 @@ def split_combos(motion: str | MotionSpec, seed: int = 0,
 
 def training_clips(motion: str | MotionSpec, n: int = 8, seed: int = 0, frames: int = FRAMES) -> list[Clip]:
     """The ``n`` clips of ONE motion that LAMP learns from (deterministic from ``seed``)."""
+    motion = motion_spec(motion)
     train, _ = split_combos(motion, seed, n)
-    rng = np.random.default_rng([seed, 2, stream_of(motion_spec(motion))])
+    rng = np.random.default_rng([seed, 2, stream_of(motion)])
     clips = []
     for shape, colour in train:
         scenes = animate(start_scene(motion, rng, shape, colour), motion, frames)
@@ -276,8 +278,9 @@ def training_clips(motion: str | MotionSpec, n: int = 8, seed: int = 0, frames: 
 
 def unseen_first_frames(motion: str | MotionSpec, n: int = 24, seed: int = 0) -> list[Scene]:
     """``n`` first frames whose (shape, colour) pair is not among ``motion``'s training clips."""
+    motion = motion_spec(motion)
     _, unseen = split_combos(motion, seed)
-    rng = np.random.default_rng([seed, 3, stream_of(motion_spec(motion))])
+    rng = np.random.default_rng([seed, 3, stream_of(motion)])
     order = rng.permutation(len(unseen))
     pairs = [unseen[order[i % len(unseen)]] for i in range(n)]
     return [start_scene(motion, rng, shape, colour) for shape, colour in pairs]
