@@ -458,6 +458,29 @@ def patch_model(model: Any, motion: torch.nn.Module, diffusion_model_wrapper: Ca
     return patched
 
 
+def native_wrapper(model: Any) -> Optional[Callable]:
+    """The diffusion-model wrapper that :func:`patch_model` put on a ComfyUI MODEL (ModelPatcher) under
+    :data:`NATIVE_KEY`, or None for a MODEL without one (or anything that is not a ModelPatcher).
+
+    ComfyUI keeps wrappers as ``{wrapper type: {key: [wrapper, …]}}`` behind ``get_wrappers(type, key)`` (the
+    same in 0.3.64 and later releases); the wrapper type is ``WrappersMP.DIFFUSION_MODEL`` = "diffusion_model".
+    """
+    get = getattr(model, "get_wrappers", None)
+    if not callable(get):
+        return None
+    found = get("diffusion_model", NATIVE_KEY)
+    return found[-1] if found else None
+
+
+def load_for_run(model: Any, shape: tuple[int, ...]) -> None:
+    """Load a ComfyUI MODEL and its additional models (LAMP's motion module) on the compute device the way a
+    ComfyUI sampler does, with room for a batch of ``shape`` (``[frames, C, h, w]``); no-op outside ComfyUI."""
+    if not HAS_COMFY:
+        return
+    models = [model, *model.get_nested_additional_models()]
+    _mm.load_models_gpu(models, memory_required=model.memory_required(list(shape)))
+
+
 def unet_module(model: Any) -> torch.nn.Module:
     """The 2-D UNet module (``diffusion_model``) of a ComfyUI MODEL, in LDM naming."""
     return model.model.diffusion_model

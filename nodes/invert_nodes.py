@@ -11,8 +11,9 @@ ComfyUI's execution cache keeps the inversion while only the edit (prompt, first
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -89,8 +90,6 @@ class LampInvertVideo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "lamp_model": ("LAMP_MODEL", {"tooltip": "The LAMP model to edit with (LAMP Load Motion or LAMP Load "
-                                                     "Official Checkpoint), ideally tuned on this clip."}),
             "images": ("IMAGE", {"tooltip": "The source video as an IMAGE batch: Load Video → Get Video Components, "
                                             "or VHS Load Video."}),
             "vae": ("VAE", {"tooltip": "The VAE of the SD-1.x checkpoint the LAMP model is built on."}),
@@ -110,8 +109,16 @@ class LampInvertVideo:
                                "tooltip": "Video height in pixels (multiple of 8), as in LAMP First Frame."}),
             "resize": (list(RESIZE_MODES), {"default": "stretch", "tooltip": "How the source frames are fitted: "
                                             "stretch (official), center-crop, or pad with black."}),
-            "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Compute precision. auto: fp16 where the GPU "
-                                                                    "supports it, else bf16/fp32."}),
+            "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Compute precision of a LAMP_MODEL. auto: fp16 "
+                                                                    "where the GPU supports it, else bf16/fp32. A LAMP "
+                                                                    "MODEL runs in ComfyUI's dtype for it."}),
+        }, "optional": {
+            "lamp_model": ("LAMP_MODEL", {"tooltip": "The LAMP model to edit with (LAMP Load Motion or LAMP Load "
+                                                     "Official Checkpoint), ideally tuned on this clip. Connect this "
+                                                     "or 'model'."}),
+            "model": ("MODEL", {"tooltip": "Or a LAMP MODEL from LAMP Apply Motion / LAMP Apply Official Motion "
+                                           "(the native path): the same LAMP UNet on the MODEL's weights, LoRAs "
+                                           "included."}),
         }}
 
     RETURN_TYPES = ("NOISE", "IMAGE", "IMAGE")
@@ -128,21 +135,27 @@ class LampInvertVideo:
                    "edited first frame: the edit then follows the source's motion. Progress every step; Cancel "
                    "stops it.")
 
-    def invert(self, lamp_model: LampModel, images: torch.Tensor, vae: Any, conditioning: Any,
-               frames: int = EDIT_FRAMES, start: int = 0, stride: int = EDIT_STRIDE, steps: int = EDIT_STEPS,
-               width: int = 512, height: int = 320, resize: str = "stretch",
-               dtype: str = "auto") -> tuple[InvertedStart, torch.Tensor, torch.Tensor]:
+    def invert(self, lamp_model: LampModel | None = None, images: torch.Tensor | None = None, vae: Any = None,
+               conditioning: Any = None, frames: int = EDIT_FRAMES, start: int = 0, stride: int = EDIT_STRIDE,
+               steps: int = EDIT_STEPS, width: int = 512, height: int = 320, resize: str = "stretch",
+               dtype: str = "auto", model: Any = None) -> tuple[InvertedStart, torch.Tensor, torch.Tensor]:
         from lamp_model.inversion import ddim_invert
 
         from .sampler import conditioning_tensor
 
-        if not isinstance(lamp_model, LampModel):
+        if (lamp_model is None) == (model is None):
+            raise ValueError(f"{NODE}: connect exactly one LAMP model: 'lamp_model' (LAMP Load Motion / LAMP Load "
+                             "Official Checkpoint) or 'model' (a LAMP MODEL from LAMP Apply Motion), "
+                             f"{'not both' if model is not None else 'none is connected'}.")
+        if lamp_model is not None and not isinstance(lamp_model, LampModel):
             raise ValueError(f"{NODE}: 'lamp_model' must come from LAMP Load Motion or LAMP Load Official Checkpoint.")
+        patch = None if model is None else _motion_patch(model)
         if not 1 <= int(steps) <= 1000:
             raise ValueError(f"{NODE}: steps must be between 1 and 1000, got {steps} (official 50).")
         pixels = select_frames(images, int(frames), int(start), int(stride), int(width), int(height), resize)
+        context_dim = lamp_model.context_dim if patch is None else int(patch.unet.config["cross_attention_dim"])
         try:
-            context = conditioning_tensor(conditioning, "conditioning", lamp_model.context_dim)
+            context = conditioning_tensor(conditioning, "conditioning", context_dim)
         except ValueError as e:
             raise ValueError(str(e).replace("LAMP Sampler", NODE)) from None
         encoded = vae.encode(pixels)
@@ -154,18 +167,47 @@ class LampInvertVideo:
         latents = (encoded.float().cpu() * SD1_LATENT_SCALE).transpose(0, 1).unsqueeze(0)  # [1,4,F,h,w]
         _, _, f, h, w = latents.shape
         device = host.torch_device()
-        compute = resolve_dtype(dtype, device)
         bar = host.progress(int(steps), previews=True)
         log.info("[LAMP] inverting %d frames %dx%d (start %d, stride %d), %d DDIM steps on %s", f, w * 8, h * 8,
                  start, stride, steps, device)
-        with lamp_model.on_device(device, compute, f, h, w) as unet, torch.no_grad():
-            inverted = ddim_invert(unet, latents.to(device), context.to(device, compute), steps=int(steps),
-                                   callback=host.callback_for(bar))
+        with _unet_for_run(lamp_model, model, patch, dtype, f, h, w) as unet, torch.no_grad():
+            compute = next(unet.parameters()).dtype
+            inverted = ddim_invert(unet, latents, context, steps=int(steps), callback=host.callback_for(bar))
             inverted = inverted.float().cpu()
         if not torch.isfinite(inverted).all():
             raise FloatingPointError(f"{NODE}: the inversion holds NaN/inf values; {nan_advice(device, compute)}.")
         out = host.intermediate_device()
         return InvertedStart(inverted, int(steps)), pixels[:1].to(out), pixels.to(out)
+
+
+def _motion_patch(model: Any) -> Any:
+    """The LampMotionPatch of a native LAMP MODEL, or a clear error for a MODEL without LAMP."""
+    from .native import motion_patch
+
+    patch = motion_patch(model)
+    if patch is None:
+        raise ValueError(f"{NODE}: 'model' is a MODEL without LAMP motion; put LAMP Apply Motion (or LAMP Apply "
+                         f"Official Motion) between the SD-1.x checkpoint loader and {NODE}, or connect a LAMP "
+                         "Load Motion to 'lamp_model' instead.")
+    return patch
+
+
+@contextlib.contextmanager
+def _unet_for_run(lamp_model: LampModel | None, model: Any, patch: Any, dtype: str, frames: int, h: int,
+                  w: int) -> Iterator[torch.nn.Module]:
+    """The LAMP UNet on the compute device for one inversion: the LAMP_MODEL's (in the chosen ``dtype``), or the
+    native MODEL's, loaded by ComfyUI and run in ComfyUI's dtype for it."""
+    from .native import NativeLampUNet
+
+    device = host.torch_device()
+    if lamp_model is not None:
+        with lamp_model.on_device(device, resolve_dtype(dtype, device), frames, h, w) as unet:
+            yield unet
+        return
+    host.load_for_run(model, (frames, 4, h, w))
+    device = getattr(model, "load_device", device)
+    patch.unet.to(device=device, dtype=host.compute_dtype(model))  # a no-op once ComfyUI has loaded it
+    yield NativeLampUNet(patch, host.unet_module(model))
 
 
 NODE_CLASS_MAPPINGS = {"LAMP_InvertVideo": LampInvertVideo}

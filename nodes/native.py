@@ -121,6 +121,34 @@ class LampMotionPatch:
         return eps.reshape(videos * frames, *eps.shape[2:])
 
 
+def motion_patch(model: Any) -> LampMotionPatch | None:
+    """The :class:`LampMotionPatch` that LAMP Apply Motion (or Apply Official Motion) put on a ComfyUI MODEL, or
+    None for a MODEL without LAMP."""
+    patch = getattr(host.native_wrapper(model), "__self__", None)
+    return patch if isinstance(patch, LampMotionPatch) else None
+
+
+class NativeLampUNet(torch.nn.Module):
+    """A LAMP MODEL's video UNet as an engine-style module ``unet(sample [B,C,F,h,w], t, encoder_hidden_states)``
+    (what :func:`lamp_model.ddim_invert` calls): the patch's own LAMP UNet on the MODEL's live UNet tensors, the
+    same module and tensors KSampler runs, nothing copied. Its parameters are the motion tensors, so the engine
+    reads the run's device and dtype from them; load the MODEL (:func:`host.load_for_run`) before using it."""
+
+    def __init__(self, patch: LampMotionPatch, host_unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.lamp = patch.unet
+        self.__dict__["slots"] = host.tensor_slots(host_unet, patch.names)  # not state: ComfyUI's own tensors
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.lamp.config
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+                ) -> torch.Tensor:
+        base = host.live_tensors(self.slots, sample.device, sample.dtype)
+        return self.lamp(base, sample, timestep, encoder_hidden_states)
+
+
 class LampApplyMotion:
     """LAMP Apply Motion: SD-1.x MODEL + motion file → a LAMP MODEL for ComfyUI's own samplers."""
 

@@ -257,8 +257,8 @@ def video_edit(per_frame_control: bool = False) -> Graph:
     sd15 = base[0]
     empty = text(g, (0, 910), sd15, "", "Inversion prompt: empty (official)")
     invert = g.node("LAMP_InvertVideo", (0, 1090),
-                    inputs=[("lamp_model", "LAMP_MODEL"), ("images", "IMAGE"), ("vae", "VAE"),
-                            ("conditioning", "CONDITIONING")],
+                    inputs=[("images", "IMAGE"), ("vae", "VAE"), ("conditioning", "CONDITIONING"),
+                            ("lamp_model", "LAMP_MODEL"), ("model", "MODEL")],  # the node's order; model: native
                     outputs=[("noise", "NOISE"), ("first_frame", "IMAGE"), ("source", "IMAGE")],
                     widgets=[24, 0, 2, 50, 512, 320, "stretch", "auto"], size=(340, 330))
     g.link(base[1], "lamp_model", invert, "lamp_model")
