@@ -5,9 +5,10 @@
 
 The node picks ``frames`` frames at ``stride`` from ``start`` of the IMAGE batch, fits them to the video size,
 encodes them with the SD-1.x VAE and inverts them with the LAMP UNet (:func:`lamp_model.ddim_invert`, the empty
-prompt, no CFG). Its ``noise`` output is an :class:`InvertedStart`: a NOISE that the LAMP Sampler recognises and
-samples from with :func:`lamp_model.editing.edit_video` (no shared-noise mix, frame 0 = the edited first frame).
-ComfyUI's execution cache keeps the inversion while only the edit (prompt, first frame) changes.
+prompt, no CFG): the LAMP_MODEL's, or the native LAMP MODEL's (LAMP Apply Motion, see
+:class:`nodes.native.NativeLampUNet`). Its ``noise`` output is an :class:`InvertedStart`: a NOISE that the LAMP
+Sampler recognises and samples from with :func:`lamp_model.editing.edit_video` (no shared-noise mix, frame 0 =
+the edited first frame). ComfyUI's execution cache keeps the inversion while only the edit (prompt, first frame) changes.
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def select_frames(images: Any, frames: int, start: int, stride: int, width: int,
 
 
 class LampInvertVideo:
-    """LAMP Invert Video: LAMP_MODEL + source IMAGE batch + SD-1.x VAE + empty prompt → inverted start (NOISE)."""
+    """LAMP Invert Video: LAMP_MODEL or LAMP MODEL + source IMAGE batch + SD-1.x VAE + empty prompt → NOISE."""
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
