@@ -200,7 +200,15 @@ def test_evaluation_variants_are_valid_and_tabulated():
     assert list(merged) == ["full", "conv_off"]  # VARIANTS order
     rows = evaluate.table(merged, ["right", "down"]).splitlines()
     assert len(rows) == 4
-    assert "| LAMP (full) | 90% | 70% | **80%** |" in rows[2]
-    assert "| no temporal conv | 50% | – | **50%** |" in rows[3] and "0.60" in rows[3]
+    assert "| LAMP (full) | 90% | 70% | **80%** | – |" in rows[2]
+    assert "| no temporal conv | 50% | – | **50%** | – |" in rows[3] and "0.60" in rows[3]
+    floors = {"untrained": {"right": {**cell, "accuracy": 0.25}, "down": {**cell, "accuracy": 0.1}}}
+    merged = evaluate.merge_results([run_right, run_down, floors])
+    rows = evaluate.table(merged, ["right", "down"]).splitlines()
+    assert "| LAMP (full) | 90% (+65) | 70% (+60) | **80%** | +62 |" in rows[2]
+    assert "| no temporal conv | 50% (+25) | – | **50%** | +25 |" in rows[3]
+    per_motion = evaluate.motion_table(merged, ["right", "down"]).splitlines()
+    assert per_motion[2].startswith("| right | **90%** | 25% | +65 | 100% | 50% | 0.60 | 0.40 |")
+    assert per_motion[3].startswith("| down | **70%** | 10% | +60 |")
     with pytest.raises(ValueError, match="more than one"):
         evaluate.merge_results([run_right, run_right])

@@ -12,7 +12,12 @@ animated (same seeds and noise for every row) and tracked (:mod:`lamp_model.toy.
   whose object the tracker's shape classifier still calls the requested shape, and the mean soft IoU of
   the object with frame 0's once its tracked position, size and turn are undone ("shape IoU"; the
   ground-truth row shows its ceiling at 32 px);
-* **jitter**: RMS second difference of the tracked centroid (px/frame², 0 for uniform motion).
+* **jitter**: RMS second difference of the tracked centroid (px/frame², 0 for uniform motion);
+* **floor and gain**: the accuracy of the untrained row (the same first frames and noise through the
+  inflated stage-1 UNet, motion layers untrained) is each motion's floor, what the criterion grants
+  without any learned motion; the gain (accuracy minus floor, in points) is the evidence of learning.
+  The first frames are spread over every start from which the motion fits, and the criterion rejects
+  frame-to-frame jumps, so neither staying put nor flickering into place passes.
 
 Rows: the shipped LAMP weights ("full"), the ablations (trained here into ``--work`` when missing, with
 the same seeds and settings as the shipped weights except the one switch), the inflated stage-1 UNet
@@ -142,17 +147,45 @@ def merge_results(parts: list[dict]) -> dict:
     return {key: merged[key] for key in VARIANTS if key in merged}
 
 
+def _gain(results: dict, key: str, motion: str) -> float | None:
+    """Accuracy of ``key`` on ``motion`` minus the untrained-motion-layers floor (``None`` without a floor)."""
+    floor = results.get("untrained", {}).get(motion)
+    return None if floor is None else results[key][motion]["accuracy"] - floor["accuracy"]
+
+
+def motion_table(results: dict, motions: list[str], key: str = "full") -> str:
+    """One row per motion for the ``key`` variant (default full LAMP): accuracy, the floor (the same first
+    frames through the inflated stage-1 UNet with untrained motion layers), the gain (accuracy - floor),
+    colour kept, shape kept, shape IoU, jitter and the median tracked amount."""
+    head = ["motion", "accuracy", "floor (untrained)", "gain", "colour kept", "shape kept", "shape IoU",
+            "jitter (px)", "median amount"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for motion in (m for m in motions if m in results.get(key, {})):
+        cell, gain = results[key][motion], _gain(results, key, motion)
+        floor = results["untrained"][motion]["accuracy"] if gain is not None else None
+        row = [motion, f"**{cell['accuracy']:.0%}**", "–" if floor is None else f"{floor:.0%}",
+               "–" if gain is None else f"{gain * 100:+.0f}", f"{cell['colour']:.0%}", f"{cell['shape']:.0%}",
+               f"{cell['iou']:.2f}", f"{cell['jitter']:.2f}", f"{cell.get('amount', float('nan')):.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def table(results: dict, motions: list[str]) -> str:
-    """The markdown table: motion accuracy per motion ("–" where a row was not run for a motion), then
-    means over the motions it was run for of accuracy, colour kept, shape kept, shape IoU and jitter."""
-    head = ["variant", *[f"{m} acc." for m in motions], "mean acc.", "colour kept", "shape kept", "shape IoU",
-            "jitter (px)"]
+    """The markdown table of every row: motion accuracy per motion with its gain over that motion's
+    untrained floor in brackets ("–" where a row was not run for a motion), then means over the motions
+    it was run for of accuracy, gain, colour kept, shape kept, shape IoU and jitter."""
+    head = ["variant", *[f"{m} acc. (gain)" for m in motions], "mean acc.", "mean gain", "colour kept",
+            "shape kept", "shape IoU", "jitter (px)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, cells in results.items():
         ran = [m for m in motions if m in cells]
-        acc = [f"{cells[m]['accuracy']:.0%}" if m in cells else "–" for m in motions]
+        gains = {m: _gain(results, key, m) for m in ran}
+        acc = ["–" if m not in cells else f"{cells[m]['accuracy']:.0%}" +
+               ("" if gains[m] is None else f" ({gains[m] * 100:+.0f})") for m in motions]
         mean = {k: np.nanmean([cells[m][k] for m in ran]) for k in ("accuracy", "colour", "shape", "iou", "jitter")}
-        row = [VARIANTS[key].label, *acc, f"**{mean['accuracy']:.0%}**", f"{mean['colour']:.0%}",
+        known = [g for g in gains.values() if g is not None]
+        row = [VARIANTS[key].label, *acc, f"**{mean['accuracy']:.0%}**",
+               f"{np.mean(known) * 100:+.0f}" if known else "–", f"{mean['colour']:.0%}",
                f"{mean['shape']:.0%}", f"{mean['iou']:.2f}", f"{mean['jitter']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -180,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.from_json:
         merged = merge_results([json.loads(p.read_text())["results"] for p in args.from_json])
-        print(table(merged, list(dict.fromkeys(m for cells in merged.values() for m in cells))))
+        motions = list(dict.fromkeys(m for cells in merged.values() for m in cells))
+        print(motion_table(merged, motions) + "\n\n" + table(merged, motions))
         return 0
     clock = Stopwatch()
     results = evaluate(args.motions, args.variants, args.n, args.weights, args.work, args.seed, args.steps)
     print()
     motions = [world.motion_spec(m) for m in args.motions]
-    print(table(results, [m.name for m in motions]))
+    names = [m.name for m in motions]
+    print(motion_table(results, names) + "\n\n" + table(results, names))
     print(f"\n{args.n} unseen first frames per motion; criteria: " +
           "; ".join(f"{m.name}: {tracking.criterion(m)}" for m in motions))
     print(f"evaluate: total {clock():.0f} s")

@@ -126,6 +126,12 @@ class MotionSpec:
         """Fraction of the motion done at clip progress ``u`` in 0..1 (the easing curve)."""
         return EASES[self.ease](u)
 
+    def peak_step(self, frames: int) -> float:
+        """The largest fraction of the motion done between two consecutive frames of a ``frames``-frame clip
+        (``1 / (frames - 1)`` for a linear motion, more where an easing speeds up)."""
+        done = [self.progress(t / (frames - 1)) for t in range(frames)]
+        return max(b - a for a, b in zip(done, done[1:]))
+
     def same_motion(self, other: MotionSpec) -> bool:
         """Same movement (name, sizes and stream aside)."""
         return (self.dx, self.dy, self.scale, self.rotate, self.ease) == \

@@ -39,6 +39,16 @@ LOST_AREA = 0.3  # an object smaller than this fraction of its frame-0 area coun
 #: four: right / down (12 px) 6..18 px along, sideways <= 3 px; grow (x1.8, area x3.24) area ratio
 #: 1.8..5.8, drift <= 3 px; rotate (90 deg) 45..135 deg clockwise, drift <= 3 px.
 MAX_SIDEWAYS_PX = 3.0
+#: Continuity, so that an object that flickers from place to place cannot pass by landing in the right
+#: spot at the end: between any two consecutive frames the centroid moves at most :data:`STEP_FACTOR` times
+#: the spec's fastest per-frame shift and at least :data:`MIN_STEP_PX`; a turn and a change of size likewise
+#: (:data:`MIN_TURN_STEP_DEG`, :data:`MIN_LOG_AREA_STEP`). For the shipped four: 3.2 px per frame for
+#: right / down (0.8 trained), 2 px for grow and rotate, 24 deg per frame for rotate (6 trained), an area
+#: log-ratio of 0.31 per frame for grow (0.078 trained).
+STEP_FACTOR = 4.0
+MIN_STEP_PX = 2.0
+MIN_TURN_STEP_DEG = 15.0
+MIN_LOG_AREA_STEP = 0.15
 
 
 @dataclass
@@ -152,6 +162,12 @@ def motion_ok(tr: Track, motion: str | world.MotionSpec) -> bool:
         ok = ok and lo <= along <= hi and abs(sideways) <= MAX_SIDEWAYS_PX
     else:
         ok = ok and math.hypot(dx, dy) <= MAX_SIDEWAYS_PX
+    limits = step_limits(spec, len(tr.cx))
+    ok = ok and bool(np.all(np.hypot(np.diff(tr.cx), np.diff(tr.cy)) <= limits["px"]))
+    if spec.scales:
+        ok = ok and bool(np.all(np.abs(np.diff(np.log(tr.area))) <= limits["log_area"]))
+    if spec.rotates:
+        ok = ok and bool(np.all(np.abs(np.diff(tr.turn)) <= limits["deg"]))
     if spec.scales:
         lo, hi = _window(math.log(spec.scale ** 2))
         ok = ok and lo <= math.log(tr.area[-1] / tr.area[0]) <= hi
@@ -159,6 +175,16 @@ def motion_ok(tr: Track, motion: str | world.MotionSpec) -> bool:
         lo, hi = _window(spec.rotate)
         ok = ok and lo <= tr.turn[-1] <= hi
     return bool(ok)
+
+
+def step_limits(motion: str | world.MotionSpec, frames: int) -> dict[str, float]:
+    """The continuity limits of :func:`motion_ok` between consecutive frames: centroid step ``px``, turn
+    ``deg`` and area log-ratio ``log_area`` (comment above :data:`STEP_FACTOR`)."""
+    spec = world.motion_spec(motion)
+    peak = spec.peak_step(frames)
+    return {"px": max(MIN_STEP_PX, STEP_FACTOR * peak * math.hypot(spec.dx, spec.dy)),
+            "deg": max(MIN_TURN_STEP_DEG, STEP_FACTOR * peak * abs(spec.rotate)),
+            "log_area": max(MIN_LOG_AREA_STEP, STEP_FACTOR * peak * abs(math.log(spec.scale ** 2)))}
 
 
 def criterion(motion: str | world.MotionSpec) -> str:
@@ -182,6 +208,13 @@ def criterion(motion: str | world.MotionSpec) -> str:
         parts.append(f"{'clockwise' if spec.rotate > 0 else 'anticlockwise (negative)'} turn {lo:g}..{hi:g} deg")
     if not spec.translates:
         parts.append(f"drift <= {MAX_SIDEWAYS_PX:g} px")
+    limits = step_limits(spec, world.FRAMES)
+    steps = [f"{limits['px']:.2g} px"]
+    if spec.scales:
+        steps.append(f"area x{math.exp(limits['log_area']):.2f}")
+    if spec.rotates:
+        steps.append(f"{limits['deg']:.2g} deg")
+    parts.append(f"no frame-to-frame jump over {' / '.join(steps)}")
     return ", ".join(parts)
 
 

@@ -153,12 +153,15 @@ def random_scene(rng: np.random.Generator, shape: str | None = None, colour: str
     return Scene(shape, colour, cx, cy, size, float(rng.uniform(0, 360)), bg_a, bg_b, float(rng.uniform(0, 360)))
 
 
-def start_scene(motion: str | MotionSpec, rng: np.random.Generator, shape: str, colour: str) -> Scene:
+def start_scene(motion: str | MotionSpec, rng: np.random.Generator, shape: str, colour: str,
+                spread: bool = False) -> Scene:
     """A first frame from which ``motion`` keeps the whole object inside the image for every frame.
 
     A translation starts on the side it moves away from (anywhere it still fits; the other axis 2 px in
-    from the edge room), the axis that moves most drawn first; a motion without translation starts
-    within 2 px of the centre. Object sizes come from the spec (:func:`sizes_for`).
+    from the edge room, so on both sides of the centre), the axis that moves most drawn first; a motion
+    without translation starts within 2 px of the centre, or with ``spread`` (evaluation first frames)
+    anywhere the object at its largest fits, on both sides of the centre. Object sizes come from the spec
+    (:func:`sizes_for`).
     """
     spec = motion_spec(motion)
     base = random_scene(rng, shape, colour, size_range=sizes_for(spec))
@@ -166,7 +169,8 @@ def start_scene(motion: str | MotionSpec, rng: np.random.Generator, shape: str, 
     lo, hi = reach, SIZE - reach
     if not spec.translates:
         mid = SIZE / 2
-        return replace(base, cx=float(rng.uniform(mid - 2, mid + 2)), cy=float(rng.uniform(mid - 2, mid + 2)))
+        a, b = (lo, hi) if spread else (mid - 2, mid + 2)
+        return replace(base, cx=float(rng.uniform(a, b)), cy=float(rng.uniform(a, b)))
     place = {}
     for axis, shift in sorted((("cx", spec.dx), ("cy", spec.dy)), key=lambda a: -abs(a[1])):
         if shift > 0:  # the largest shapes start at the one position that still fits
@@ -277,13 +281,15 @@ def training_clips(motion: str | MotionSpec, n: int = 8, seed: int = 0, frames: 
 
 
 def unseen_first_frames(motion: str | MotionSpec, n: int = 24, seed: int = 0) -> list[Scene]:
-    """``n`` first frames whose (shape, colour) pair is not among ``motion``'s training clips."""
+    """``n`` first frames whose (shape, colour) pair is not among ``motion``'s training clips, spread over
+    every position from which the motion still fits (``start_scene(spread=True)``), so that an object that
+    stays near the centre does not look like a motion that keeps still."""
     motion = motion_spec(motion)
     _, unseen = split_combos(motion, seed)
     rng = np.random.default_rng([seed, 3, stream_of(motion)])
     order = rng.permutation(len(unseen))
     pairs = [unseen[order[i % len(unseen)]] for i in range(n)]
-    return [start_scene(motion, rng, shape, colour) for shape, colour in pairs]
+    return [start_scene(motion, rng, shape, colour, spread=True) for shape, colour in pairs]
 
 
 def still_scenes(n: int, seed: int = 0) -> list[Scene]:
