@@ -163,6 +163,13 @@ def default_prompt(path: str | Path) -> str:
     return (path.stem if path.is_file() else path.name).replace("_", " ").strip()
 
 
+def prompt_from_filename(name: str) -> str:
+    """A clip's own prompt (``--prompt-from-filenames``): its file or folder name without the extension and
+    a leading number, ``_`` → space: ``03_a_horse_running.mp4`` → ``"a horse running"``."""
+    stem = Path(name).stem if Path(name).suffix.lower() in VIDEO_SUFFIXES else Path(name).name
+    return re.sub(r"^\d+[_\-\s]*", "", stem).replace("_", " ").strip()
+
+
 def _is_clip(path: Path) -> bool:
     if path.is_dir():
         return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())

@@ -9,25 +9,34 @@ Settings come from flags and/or a YAML file (``--config``; keys = flag names wit
 updated every ``--save-every`` steps), ``train_state.safetensors`` (for ``--resume``), ``loss.jsonl``,
 ``loss.png`` and ``samples/step-<N>/`` (validation videos from ``--validation-image`` first frames).
 ``--preset editing`` starts from the official one-clip settings for video editing (``--videos clip.mp4``, 24
-frames at stride 2, 500 steps, a save every 50; see :data:`~lamp_model.train.PRESETS`).
+frames at stride 2, 500 steps, a save every 50; see :data:`~lamp_model.train.PRESETS`). ``--preset toy`` trains the
+toy world (:mod:`lamp_model.toy`) on CPU: its shipped base, codec and text encoder and the toy stage-2 settings,
+each clip with the prompt of its file name (``python -m lamp_model.toy.clips`` renders such a folder).
 
 Models: the UNet and VAE come from ``--base`` (a diffusers SD-1.x folder, or a single-file SD-1.x
 checkpoint); the prompt embeddings from the base folder's CLIP text encoder (needs the optional package
 ``transformers``), from ``--text-encoder <folder with tokenizer/ and text_encoder/>``, or from
 ``--text-embeddings FILE.safetensors`` (prompt -> ``[L, D]`` tensor; ``""`` is the empty prompt). A
-single-file checkpoint carries no tokenizer, so it needs one of the last two.
+single-file checkpoint carries no tokenizer, so it needs one of the last two. ``--model-family`` says which
+kind of models these are (:data:`MODEL_FAMILIES`: ``sd1``, or ``toy``, set by ``--preset toy``).
+
+Prompts: one for the whole folder (``--prompt``, default the folder name), or with ``--prompt-from-filenames``
+one per clip, read from its file name (:func:`~lamp_model.data.prompt_from_filename`: ``03_a_horse_running.mp4``
+-> "a horse running"); validation images then need their own ``--validation-prompt``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import errno
+import importlib
 import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -45,6 +54,9 @@ SD1_VAE_CONFIG: dict[str, Any] = {
     "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
+#: ``(encode, decode)``: a :data:`~lamp_model.data.LatentEncoder` and ``decode(latents [1, C, F, h, w]) -> frames
+#: [F, H, W, 3]`` in 0..1 (validation videos).
+Codec = tuple[Callable[[torch.Tensor], Any], Callable[[torch.Tensor], torch.Tensor]]
 
 
 class TrainSetupError(RuntimeError):
@@ -63,15 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with any of these settings (keys as the flags, '_' for '-')")
     p.add_argument("--base", help="SD-1.x base: diffusers folder or single-file checkpoint (.safetensors/.ckpt)")
     p.add_argument("--videos", help="folder of 8-16 clips of one motion (or one video file)")
-    p.add_argument("--preset", choices=sorted(PRESETS),
+    p.add_argument("--preset", choices=sorted({*PRESETS, *COMMAND_PRESETS}),
                    help="starting settings: 'editing' = the official one-clip tuning for video editing "
-                        "(24 frames at stride 2, 500 steps, save every 50); other flags override it")
+                        "(24 frames at stride 2, 500 steps, save every 50); 'toy' = the toy world on CPU (its "
+                        "shipped base, codec and text encoder, the toy stage-2 settings, prompts from the file "
+                        "names); other flags override it")
+    p.add_argument("--model-family", choices=sorted(MODEL_FAMILIES),
+                   help="what --base, --vae and --text-encoder are: sd1 (default) or toy (set by --preset toy)")
     p.add_argument("--output-dir", help="where motion.safetensors, train_state.safetensors, logs and samples go")
     p.add_argument("--prompt", help="training prompt (default: the video folder's name with _ -> space)")
+    p.add_argument("--prompt-from-filenames", action=argparse.BooleanOptionalAction,
+                   help="train each clip with its own prompt, its file name without a leading number "
+                        "(03_a_horse_running.mp4 -> 'a horse running'); on with --preset toy")
     p.add_argument("--resume", nargs="?", const="auto",
                    help="continue exactly from a training state (default: <output-dir>/train_state.safetensors)")
     p.add_argument("--vae", help="VAE to use instead of the base's: diffusers folder or single .safetensors")
-    p.add_argument("--text-encoder", help="folder with tokenizer/ and text_encoder/ (diffusers layout)")
+    p.add_argument("--text-encoder", help="folder with tokenizer/ and text_encoder/ (diffusers layout; toy: a "
+                                          "folder with text_encoder.safetensors, default the base's folder)")
     p.add_argument("--text-embeddings", help="safetensors file: prompt -> [L, D] embedding ('' = empty prompt)")
     p.add_argument("--skip-bad-clips", action="store_true", help="train on the good clips when some are unreadable")
     p.add_argument("--validation-image", action="append", help="first frame to animate at validation (repeatable)")
@@ -98,7 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_DEFAULTS: dict[str, Any] = {"prompt": None, "resume": None, "vae": None, "text_encoder": None,
                                 "text_embeddings": None, "skip_bad_clips": False, "validation_image": [],
                                 "validation_prompt": [], "validation_steps": 50, "guidance_scale": 12.5,
-                                "validation_format": "mp4", "log_level": "INFO", "mixed_precision": "auto"}
+                                "validation_format": "mp4", "log_level": "INFO", "mixed_precision": "auto",
+                                "model_family": "sd1", "prompt_from_filenames": False}
+
+#: Presets that also choose models (so they live outside the engine's :data:`~lamp_model.train.PRESETS`):
+#: name -> ``"module:function"``, imported only when chosen; the function gets the settings given (flags and
+#: YAML) and returns the preset's settings, which those given override.
+COMMAND_PRESETS: dict[str, str] = {"toy": "lamp_model.toy.train_preset:preset_settings"}
+
+
+def _resolve(reference: str) -> Any:
+    module, name = reference.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def preset_settings(name: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of preset ``name`` (``{}`` for none) given the settings the user gave."""
+    if name is None:
+        return {}
+    if name in PRESETS:
+        return dict(PRESETS[name])
+    if name in COMMAND_PRESETS:
+        try:
+            return _resolve(COMMAND_PRESETS[name])(given)
+        except (TypeError, ValueError) as err:
+            raise TrainSetupError(f"--preset {name}: {err}") from err
+    raise TrainSetupError(f"unknown preset {name!r}; choose one of {sorted({*PRESETS, *COMMAND_PRESETS})}")
 
 
 def resolve_settings(argv: Sequence[str] | None) -> tuple[dict[str, Any], TrainConfig]:
@@ -123,9 +168,7 @@ def resolve_settings(argv: Sequence[str] | None) -> tuple[dict[str, Any], TrainC
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update(given)
     preset = values.pop("preset", None)
-    if preset is not None and preset not in PRESETS:
-        raise TrainSetupError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    settings = {**RUN_DEFAULTS, **PRESETS.get(preset, {}), **values}
+    settings = {**RUN_DEFAULTS, **preset_settings(preset, values), **values}
     for key in ("validation_image", "validation_prompt"):
         if isinstance(settings[key], str):
             settings[key] = [settings[key]]
@@ -143,8 +186,16 @@ def resolve_settings(argv: Sequence[str] | None) -> tuple[dict[str, Any], TrainC
         settings["skip_bad_clips"] = as_bool("skip_bad_clips", settings["skip_bad_clips"])
         one_of("validation_format", settings["validation_format"], ("mp4", "gif", "webp"))
         one_of("log_level", settings["log_level"], ("DEBUG", "INFO", "WARNING"))
+        one_of("model_family", settings["model_family"], tuple(MODEL_FAMILIES))
+        settings["prompt_from_filenames"] = as_bool("prompt_from_filenames", settings["prompt_from_filenames"])
     except (TypeError, ValueError) as err:
         raise TrainSetupError(str(err)) from err
+    if settings["prompt_from_filenames"] and settings["prompt"]:
+        raise TrainSetupError("--prompt and --prompt-from-filenames both given: keep one (--no-prompt-from-filenames "
+                              "trains every clip with --prompt)")
+    if settings["prompt_from_filenames"] and settings["validation_image"] and not settings["validation_prompt"]:
+        raise TrainSetupError("with --prompt-from-filenames every --validation-image needs its --validation-prompt "
+                              "(there is no single training prompt to default to)")
     return settings, config
 
 
@@ -256,9 +307,15 @@ def text_embeddings_from_file(path: Path) -> TextEncoder:
     return encode
 
 
-def make_text_encoder(settings: dict[str, Any], device: torch.device) -> TextEncoder:
+def make_text_encoder(settings: dict[str, Any], device: torch.device, family: "ModelFamily | None" = None) -> TextEncoder:
+    """``--text-embeddings`` when given, else the text encoder of the model family (default SD-1.x)."""
     if settings["text_embeddings"]:
         return text_embeddings_from_file(Path(settings["text_embeddings"]))
+    return (family or MODEL_FAMILIES["sd1"]).text_encoder(settings, device)
+
+
+def sd1_text_encoder(settings: dict[str, Any], device: torch.device) -> TextEncoder:
+    """The CLIP text encoder of ``--text-encoder`` or of the base folder."""
     folder = Path(settings["text_encoder"] or settings["base"])
     if not folder.is_dir():
         raise TrainSetupError(f"{folder.name} is a single-file checkpoint, which carries no tokenizer: pass "
@@ -275,6 +332,77 @@ def load_noise_scheduler(base: Path) -> Any:
 
         return DDPMScheduler.from_pretrained(str(base), subfolder="scheduler", local_files_only=True)
     return default_noise_scheduler()
+
+
+def sd1_codec(settings: dict[str, Any], device: torch.device) -> Codec:
+    """The diffusers VAE of ``--vae`` or of the base, on ``device``: posterior mean and std, scaled."""
+    from .data import diffusers_vae_decoder, diffusers_vae_encoder
+
+    vae = load_vae(Path(settings["base"]), settings["vae"]).to(device).eval().requires_grad_(False)
+    return diffusers_vae_encoder(vae), diffusers_vae_decoder(vae, float(vae.config.scaling_factor))
+
+
+def sd1_base_unet(base: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from .weights import load_base_unet2d
+
+    return load_base_unet2d(base, dtype=torch.float32, device="cpu")
+
+
+def sd1_noise_scheduler(base: Path) -> Any:
+    """The base folder's scheduler (see :func:`load_noise_scheduler`); ``None`` (the trainer's SD-1.x default)
+    for a single-file base."""
+    return load_noise_scheduler(base) if base.is_dir() else None
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """The models one kind of base brings to training, each built only when needed (so the text encoder can
+    be freed before the VAE is loaded): ``text_encoder(settings, device)``, ``codec(settings, device)``
+    (:data:`Codec`), ``base_unet(base) -> (config, 2-D state dict)`` on the CPU in fp32, and
+    ``noise_scheduler(base)`` (``None``: the SD-1.x training schedule)."""
+
+    text_encoder: Callable[[dict[str, Any], torch.device], TextEncoder]
+    codec: Callable[[dict[str, Any], torch.device], Codec]
+    base_unet: Callable[[Path], tuple[dict[str, Any], dict[str, torch.Tensor]]]
+    noise_scheduler: Callable[[Path], Any]
+
+
+#: ``--model-family``: ``sd1`` (diffusers VAE, CLIP text encoder) or ``toy`` (:mod:`lamp_model.toy.train_preset`,
+#: imported only when chosen: the fixed toy codec and toy text encoder).
+MODEL_FAMILIES: dict[str, ModelFamily | str] = {
+    "sd1": ModelFamily(sd1_text_encoder, sd1_codec, sd1_base_unet, sd1_noise_scheduler),
+    "toy": "lamp_model.toy.train_preset:TOY_FAMILY",
+}
+
+
+def model_family(name: str) -> ModelFamily:
+    """The :class:`ModelFamily` called ``name`` (imported on first use)."""
+    family = MODEL_FAMILIES[name]
+    return _resolve(family) if isinstance(family, str) else family
+
+
+def _posterior_mean(encoded: Any) -> torch.Tensor:
+    return encoded[0] if isinstance(encoded, tuple) else encoded
+
+
+def clip_prompts(video_set: Any, encode_text: TextEncoder) -> tuple[list[str], torch.Tensor]:
+    """``--prompt-from-filenames``: each clip's prompt (:func:`~lamp_model.data.prompt_from_filename`) and their
+    embeddings ``[clips, L, D]``; a clip whose name gives no usable prompt is one clear error naming it."""
+    from .data import prompt_from_filename
+
+    prompts, embeddings = [], []
+    for clip in video_set.clips:
+        prompt = prompt_from_filename(clip.name)
+        if not prompt:
+            raise TrainSetupError(f"clip {clip.name}: its name gives no prompt; name it after what it shows, e.g. "
+                                  "00_a_horse_running.mp4 (or train with one --prompt)")
+        try:
+            embeddings.append(encode_text([prompt]))
+        except ValueError as err:
+            raise TrainSetupError(f"clip {clip.name}: its prompt {prompt!r} (from the file name) cannot be encoded: "
+                                  f"{err}; rename the clip") from None
+        prompts.append(prompt)
+    return prompts, torch.cat(embeddings)
 
 
 def _load_first_frame(path: str, width: int, height: int) -> torch.Tensor:
@@ -297,10 +425,10 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
     """Train as configured; returns the motion file written last."""
     from accelerate import Accelerator
 
-    from .data import diffusers_vae_decoder, diffusers_vae_encoder, encode_video_set, load_video_set
-    from .weights import load_base_unet2d
+    from .data import encode_video_set, load_video_set
 
     preflight(settings, config)
+    family = model_family(settings["model_family"])
     accelerator = Accelerator(mixed_precision="no")  # autocast is done by the trainer (--mixed-precision)
     device = accelerator.device
     out = Path(settings["output_dir"])
@@ -311,8 +439,12 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
                                config.resize, settings["prompt"], config.max_clip_frames, settings["skip_bad_clips"])
     say(video_set.summary())
     prompt = video_set.prompt
-    encode_text = make_text_encoder(settings, device)
-    prompt_embeds = encode_text([prompt])
+    encode_text = make_text_encoder(settings, device, family)
+    if settings["prompt_from_filenames"]:
+        clip_prompt_list, prompt_embeds = clip_prompts(video_set, encode_text)
+        say("prompts from the file names: %s", ", ".join(repr(p) for p in clip_prompt_list))
+    else:
+        clip_prompt_list, prompt_embeds = [], encode_text([prompt])
     images = settings["validation_image"]
     prompts = settings["validation_prompt"] or [prompt] * len(images)
     if len(prompts) != len(images):
@@ -322,26 +454,25 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
     uncond = encode_text([""]) if images else None
     del encode_text  # the text encoder is not needed any more
 
-    vae = load_vae(base, settings["vae"]).to(device).eval().requires_grad_(False)
-    scale = float(vae.config.scaling_factor)
-    clips = encode_video_set(video_set, diffusers_vae_encoder(vae), hflip=config.hflip)
+    encode, decode = family.codec(settings, device)
+    clips = encode_video_set(video_set, encode, hflip=config.hflip)
     with torch.no_grad():  # validation first frames: the posterior mean (deterministic across validations)
-        firsts = [diffusers_vae_encoder(vae)(_load_first_frame(p, config.width, config.height))[0][:, :, None]
+        firsts = [_posterior_mean(encode(_load_first_frame(p, config.width, config.height)))[:, :, None]
                   for p in images]
+    del encode
     if not images:
-        del vae
+        del decode
     del video_set
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    say("loading the SD-1.x base from %s", base)
-    unet_config, state_2d = load_base_unet2d(base, dtype=torch.float32, device="cpu")
+    say("loading the base UNet from %s", base)
+    unet_config, state_2d = family.base_unet(base)
     unet = unet_for_training(unet_config, state_2d, seed=config.seed).to(device)
     del state_2d
 
     validator = None
     if images:
-        decode = diffusers_vae_decoder(vae, scale)
         names = [f"{i:02d}_" + "".join(c if c.isalnum() else "_" for c in p)[:60] for i, p in enumerate(prompts)]
         validator = make_validator(firsts, conds, uncond, names, decode, out / "samples",
                                    steps=settings["validation_steps"], guidance_scale=settings["guidance_scale"],
@@ -350,9 +481,9 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
         say("no --validation-image given: no validation samples")
 
     trainer = MotionTrainer(unet, clips, prompt_embeds, config, output_dir=out,
-                            noise_scheduler=load_noise_scheduler(base) if base.is_dir() else None,
-                            accelerator=accelerator, validator=validator,
-                            motion_metadata={"motion_prompt": prompt, "base": base.name})
+                            noise_scheduler=family.noise_scheduler(base), accelerator=accelerator,
+                            validator=validator, motion_metadata={"motion_prompt": prompt, "base": base.name,
+                                                                  **_family_metadata(settings, clip_prompt_list)})
     if settings["resume"]:
         state = out / STATE_FILE if settings["resume"] == "auto" else Path(settings["resume"])
         trainer.load(state)
@@ -361,6 +492,16 @@ def run(settings: dict[str, Any], config: TrainConfig) -> Path:
     trainer.checkpoint()
     say("motion file: %s (step %d)", out / "motion.safetensors", trainer.global_step)
     return out / "motion.safetensors"
+
+
+def _family_metadata(settings: dict[str, Any], clip_prompt_list: list[str]) -> dict[str, Any]:
+    """Motion-file metadata beyond the SD-1.x defaults: the model family and the per-clip prompts."""
+    extra: dict[str, Any] = {}
+    if settings["model_family"] != "sd1":
+        extra["model_family"] = settings["model_family"]
+    if clip_prompt_list:
+        extra["training_prompts"] = clip_prompt_list
+    return extra
 
 
 def _train_with_progress(trainer: MotionTrainer, show: bool) -> None:

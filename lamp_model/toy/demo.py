@@ -2,6 +2,7 @@
 
     python -m lamp_model demo --motion right --prompt "a blue triangle" [--out DIR] [--image first.png]
     python -m lamp_model demo --motion right --frames 64 --long-strategy segments|windows   # a long video
+    python -m lamp_model demo --motion 'translate:dx=-12,dy=0' --motion-file runs/left/motion.safetensors  # your own
 
 Renders a first frame of the prompt (or takes ``--image``, resized to 32x32), animates it with the
 learned motion through the engine's real sampler (shared noise, pinned frame 0, AdaIN, DDIM with
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                          "statistics back to frame 0's and so undoes a change of size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
+    ap.add_argument("--motion-file", type=Path, default=None,
+                    help="a motion file of your own (e.g. runs/left/motion.safetensors from `python -m lamp_model "
+                         "train --preset toy`) instead of <weights>/motion_<name>.safetensors; --motion still names "
+                         "the motion the tracker checks")
     ap.add_argument("--frames", type=int, default=world.FRAMES,
                     help=f"video length (default {world.FRAMES}, what the motions were trained on; more makes a "
                          "long video, e.g. 64)")
@@ -90,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
     frame, shape = first_frame(args.motion, args.prompt, args.seed, args.image, args.frames)
     writable_dir(args.out, "--out")
     clock = Stopwatch()
-    unet = load_motion_unet(args.motion, args.weights)
+    unet = load_motion_unet(_motion_file(args.motion_file) or args.motion, args.weights)
     text_encoder = load_text_encoder(args.weights)
     text_encoder.tokenize(args.prompt)  # a clear error for unknown words before any work
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
@@ -116,6 +121,16 @@ def _demo(args: argparse.Namespace) -> int:
               "which undoes growth; try --no-adain (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
     return 0
+
+
+def _motion_file(path: Path | None) -> Path | None:
+    """``--motion-file``, checked: an existing ``.safetensors`` file (a clear error otherwise)."""
+    if path is None:
+        return None
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise FileNotFoundError(f"--motion-file {path}: no such .safetensors file; give the motion.safetensors a "
+                                "training run wrote (python -m lamp_model train --preset toy ... --output-dir DIR)")
+    return path
 
 
 def _report_long(video: torch.Tensor, shape: str, motion: world.MotionSpec, plan) -> None:

@@ -64,7 +64,13 @@ def save_base(weights_dir: Path, unet: UNet2DConditionModel, text_encoder: ToyTe
 
 def load_base_parts(weights_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The stage-1 base as ``(config, 2-D state dict)``, read by the engine's SD-1.x base loader."""
-    path = Path(weights_dir or WEIGHTS_DIR) / BASE_FILE
+    return load_base_file(Path(weights_dir or WEIGHTS_DIR) / BASE_FILE)
+
+
+def load_base_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A stage-1 base file as ``(config, 2-D state dict)``: the engine's SD-1.x base loader, given the head and
+    group counts from the file's ``unet_config`` metadata (tensor shapes cannot tell them)."""
+    path = Path(path)
     if not path.is_file():
         raise missing_weights_error(path)
     with safe_open(str(path), "pt") as f:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..cli import ArgumentParser, run_command
 from ..data import LatentClipSet
@@ -30,6 +31,16 @@ TOY_STEPS = {"right": 1500, "down": 1500, "grow": 1500, "rotate": 3000}
 DEFAULT_STEPS = 1500
 TOY_LR = 1e-3
 TOY_BATCH = 2
+
+
+def toy_train_settings(steps: int = DEFAULT_STEPS, lr: float = TOY_LR, batch_size: int = TOY_BATCH,
+                       frames: int = world.FRAMES) -> dict[str, Any]:
+    """The :class:`~lamp_model.train.TrainConfig` fields of toy stage 2 (shared with ``python -m lamp_model train
+    --preset toy``): ``frames`` at stride 1, 32x32, no flip, cosine schedule warming up over ``steps // 20``
+    steps, no gradient checkpointing."""
+    return {"n_frames": frames, "stride": 1, "width": world.SIZE, "height": world.SIZE, "hflip": False,
+            "steps": steps, "learning_rate": lr, "batch_size": batch_size, "lr_scheduler": "cosine",
+            "lr_warmup_steps": steps // 20, "gradient_checkpointing": False}
 
 
 def motion_file(motion: str | world.MotionSpec, weights_dir: Path | None = None) -> Path:
@@ -70,9 +81,7 @@ def train_motion(motion: str | world.MotionSpec, weights_dir: Path | None = None
                                           names=[c.caption.replace(" ", "_") for c in clips])
     clip_set.name = spec.name
     text = load_text_encoder(weights_dir).encode([c.caption for c in clips])  # one prompt per clip
-    cfg = TrainConfig(n_frames=frames, stride=1, width=world.SIZE, height=world.SIZE, hflip=False,
-                      steps=steps, learning_rate=lr, batch_size=batch_size, lr_scheduler="cosine",
-                      lr_warmup_steps=steps // 20, gradient_checkpointing=False, pin_first_frame=pin_first_frame,
+    cfg = TrainConfig(**toy_train_settings(steps, lr, batch_size, frames), pin_first_frame=pin_first_frame,
                       seed=seed, save_every=0, validate_every=0)
     meta = {"motion_prompt": spec.name, "toy_motion": spec.name, "toy_motion_spec": spec.text,
             "width": world.SIZE, "height": world.SIZE, "temporal_conv": temporal_conv,
