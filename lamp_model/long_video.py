@@ -36,8 +36,9 @@ from torch import nn
 
 from .attention import FirstFrameBank
 from .noise import DEFAULT_ALPHA, shared_noise
-from .postprocess import adain_latent, match_histogram
-from .sampling import Callback, DenoiseLoop, _check_inputs, final_adain, make_scheduler, prepare_latents, sample_video
+from .postprocess import color_match, match_histogram
+from .sampling import (Callback, DenoiseLoop, _check_inputs, color_mode, final_adain, make_scheduler, prepare_latents,
+                       sample_video)
 
 STRATEGIES = ("segments", "windows")
 COLOR_REFERENCES = ("original", "segment")
@@ -184,14 +185,14 @@ class _ContentLocked(nn.Module):
 
 def _segments(unet: Any, first: torch.Tensor, cond: torch.Tensor, uncond: Optional[torch.Tensor],
               noise: torch.Tensor, plan: LongVideoPlan, steps: int, guidance_scale: float, alpha: float,
-              adain: bool, scheduler: Any, callback: Optional[Callback], content_lock: bool,
+              color: str, scheduler: Any, callback: Optional[Callback], content_lock: bool,
               color_reference: str) -> torch.Tensor:
     total, k = plan.total_steps(steps), plan.overlap
     video: Optional[torch.Tensor] = None
     mixed = None
     for j, (start, stop) in enumerate(plan.spans):
         model = _ContentLocked(unet, first) if content_lock and j > 0 else unet
-        loop = _SegmentLoop(model, make_scheduler(scheduler), cond, uncond, guidance_scale, adain=adain)
+        loop = _SegmentLoop(model, make_scheduler(scheduler), cond, uncond, guidance_scale, color_consistency=color)
         loop.scheduler.set_timesteps(steps, device=loop.device)
         if video is None:  # every frame's start noise, from the one raw noise of the whole video
             video = prepare_latents(noise.to(loop.device), first, loop.scheduler, alpha)
@@ -209,12 +210,12 @@ def _segments(unet: Any, first: torch.Tensor, cond: torch.Tensor, uncond: Option
             latents = loop.run(latents, callback=seg_callback)
         finally:
             cover_frames(model, None)
-        if adain:
+        if color != "none":
             if color_reference == "original":
                 latents = latents.clone()
-                latents[:, :, 1:] = adain_latent(latents[:, :, 1:], first.to(latents))
+                latents[:, :, 1:] = final_adain(latents[:, :, 1:], first.to(latents), static=color == "static")
             else:
-                latents = final_adain(latents)
+                latents = final_adain(latents, static=color == "static")
         keep = 1 if j == 0 else k
         video[:, :, start + keep:stop] = latents[:, :, keep:]
     return video
@@ -251,12 +252,12 @@ class _WindowLoop(DenoiseLoop):
 
 def _windows(unet: Any, first: torch.Tensor, cond: torch.Tensor, uncond: Optional[torch.Tensor],
              noise: torch.Tensor, plan: LongVideoPlan, steps: int, guidance_scale: float, alpha: float,
-             adain: bool, scheduler: Any, callback: Optional[Callback]) -> torch.Tensor:
-    loop = _WindowLoop(unet, make_scheduler(scheduler), cond, uncond, guidance_scale, adain=adain)
+             color: str, scheduler: Any, callback: Optional[Callback]) -> torch.Tensor:
+    loop = _WindowLoop(unet, make_scheduler(scheduler), cond, uncond, guidance_scale, color_consistency=color)
     loop.spans = plan.spans
     loop.scheduler.set_timesteps(steps, device=loop.device)
     latents = loop.run(prepare_latents(noise.to(loop.device), first, loop.scheduler, alpha), callback=callback)
-    return final_adain(latents) if adain else latents
+    return latents if color == "none" else final_adain(latents, static=color == "static")
 
 
 # ---------------------------------------------------------------------------------------------- entry point
@@ -266,7 +267,8 @@ def sample_long_video(unet: Callable[..., Any], first_frame_latent: torch.Tensor
                       scheduler: Any = None, callback: Optional[Callback] = None, *,
                       strategy: str = DEFAULT_STRATEGY, segment_frames: int = TRAINED_FRAMES,
                       overlap: Optional[int] = None, content_lock: bool = DEFAULT_CONTENT_LOCK,
-                      color_reference: str = DEFAULT_COLOR_REFERENCE) -> torch.Tensor:
+                      color_reference: str = DEFAULT_COLOR_REFERENCE,
+                      color_consistency: str = "official") -> torch.Tensor:
     """A LAMP video of any length ``F = noise.shape[2] >= 2`` (see the module docstring).
 
     Arguments as :func:`~lamp_model.sampling.sample_video` (``noise`` is the RAW noise of all F frames), plus:
@@ -278,6 +280,7 @@ def sample_long_video(unet: Callable[..., Any], first_frame_latent: torch.Tensor
             consecutive windows (default 4); see :func:`plan_long_video`.
         content_lock: segments only: frame-0 attention of segments 2.. reads the original frame one (default on).
         color_reference: segments only: ``"original"`` (default) or ``"segment"``, the final AdaIN's reference.
+        color_consistency: the AdaIN statistics, as for :func:`~lamp_model.sampling.sample_video`.
 
     Returns ``[B, 4, F, h, w]`` (fp32, after the final AdaIN); frame 0 is ``first_frame_latent`` bit for bit.
     """
@@ -286,10 +289,11 @@ def sample_long_video(unet: Callable[..., Any], first_frame_latent: torch.Tensor
         raise ValueError(f"noise must be raw video noise [B, 4, F, h, w], got {got}")
     if color_reference not in COLOR_REFERENCES:
         raise ValueError(f"color_reference must be one of {', '.join(COLOR_REFERENCES)}, got {color_reference!r}")
+    color = color_mode(adain, color_consistency)
     plan = plan_long_video(noise.shape[2], strategy, segment_frames, overlap)
     if plan.single:
         return sample_video(unet, first_frame_latent, cond, uncond, noise, steps, guidance_scale,
-                            shared_noise_alpha, adain, scheduler, callback)
+                            shared_noise_alpha, adain, scheduler, callback, color_consistency=color_consistency)
     first = _check_inputs(first_frame_latent, cond, uncond, noise, steps, True, unet=unet,
                           guidance_scale=guidance_scale, alpha=shared_noise_alpha)
     b = noise.shape[0]
@@ -297,29 +301,32 @@ def sample_long_video(unet: Callable[..., Any], first_frame_latent: torch.Tensor
     uncond = uncond.expand(b, -1, -1) if uncond is not None else None
     first = first.float()
     if plan.strategy == "windows":
-        return _windows(unet, first, cond, uncond, noise, plan, steps, guidance_scale, shared_noise_alpha, adain,
+        return _windows(unet, first, cond, uncond, noise, plan, steps, guidance_scale, shared_noise_alpha, color,
                         scheduler, callback)
-    return _segments(unet, first, cond, uncond, noise, plan, steps, guidance_scale, shared_noise_alpha, adain,
+    return _segments(unet, first, cond, uncond, noise, plan, steps, guidance_scale, shared_noise_alpha, color,
                      scheduler, callback, content_lock, color_reference)
 
 
-def match_histogram_long(frames: torch.Tensor, plan: LongVideoPlan, reference: str = "original") -> torch.Tensor:
+def match_histogram_long(frames: torch.Tensor, plan: LongVideoPlan, reference: str = "original",
+                         static: bool = False) -> torch.Tensor:
     """Pixel-space histogram matching of a decoded long video (``[F, H, W, 3]`` or ``[F, 3, H, W]``, 0..1).
 
     ``"original"``: frames 1.. matched to frame 0 (the official post-processing, for the whole video).
     ``"segment"`` (segments plans): each segment's new frames matched to its first frame, which was itself
     matched as part of the previous segment, so the chain starts at frame one.
+    ``static``: the histograms over static pixels only (:func:`~lamp_model.postprocess.color_match`).
     """
     if reference not in COLOR_REFERENCES:
         raise ValueError(f"reference must be one of {', '.join(COLOR_REFERENCES)}, got {reference!r}")
     if frames.shape[0] != plan.frames:
         raise ValueError(f"the video has {frames.shape[0]} frames but the plan {plan.frames}")
+    match = (lambda x, ref: color_match(x, ref, static=True)) if static else match_histogram
     if reference == "original" or plan.strategy == "windows" or plan.single:
-        return torch.cat([frames[:1], match_histogram(frames[1:], frames[0])])
+        return torch.cat([frames[:1], match(frames[1:], frames[0])])
     out = frames.clone()
     for j, (start, stop) in enumerate(plan.spans):
         new = slice(start + (1 if j == 0 else plan.overlap), stop)
-        out[new] = match_histogram(frames[new], out[start])
+        out[new] = match(frames[new], out[start])
     return out
 
 

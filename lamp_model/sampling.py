@@ -20,6 +20,11 @@ One run of :func:`sample_video`:
    at the same noise level for any step count and scheduler, and equals the official rule at 50 DDIM steps.
 5. **Final AdaIN.** After the loop every frame f ≥ 1 takes frame 0's statistics once more.
 
+``color_consistency="static"`` (not in the paper) runs the same schedule with statistics over each frame's
+static pixels only (:func:`~lamp_model.postprocess.static_mask`: those that changed least from the frame's
+reference), so a change of size is not pulled back to the reference's statistics; ``"none"`` (= ``adain=False``)
+skips both passes.
+
 Not in the paper (engineering additions, defaults reproduce the official code): other schedulers
 (``"dpmpp_2m"``, ``"euler"``, or any diffusers scheduler instance), ``pin_first_frame=False`` and the per-step
 ``callback``. For sigma-scaled schedulers (Euler) the UNet still sees the *clean* frame-0 latent next to the
@@ -38,7 +43,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import checks
 from .noise import DEFAULT_ALPHA, shared_noise
-from .postprocess import adain_latent
+from .postprocess import adain_latent, static_mask
 
 #: Late-phase AdaIN when the step's timestep is below this (official: steps i > 30 of 50 DDIM steps, t ≤ 361).
 LATE_PHASE_TIMESTEP = 371
@@ -57,6 +62,10 @@ _SCHEDULERS: dict[str, Callable[[], SchedulerMixin]] = {
     "euler": lambda: EulerDiscreteScheduler(**SD1_SCHEDULE),
 }
 SCHEDULER_NAMES = tuple(_SCHEDULERS)
+
+#: Where the AdaIN statistics come from: "official" (the whole frame), "static" (the pixels that did not change,
+#: for motions that change size) or "none" (no AdaIN).
+COLOR_CONSISTENCY = ("official", "static", "none")
 
 #: ``callback(step, total, latents)``: ``step`` is the 0-based index of the step just finished.
 Callback = Callable[[int, int, torch.Tensor], Any]
@@ -83,29 +92,43 @@ def is_late_phase(timestep: torch.Tensor | float) -> bool:
     return float(timestep) < LATE_PHASE_TIMESTEP
 
 
-def adain_schedule(latents: torch.Tensor, late: bool, frame0_scale: float = 1.0) -> torch.Tensor:
+def color_mode(adain: bool, color_consistency: str) -> str:
+    """The effective :data:`COLOR_CONSISTENCY` mode: ``"none"`` when ``adain`` is off, else ``color_consistency``."""
+    if color_consistency not in COLOR_CONSISTENCY:
+        raise ValueError(f"color_consistency must be one of {', '.join(COLOR_CONSISTENCY)}, got {color_consistency!r}")
+    return color_consistency if adain else "none"
+
+
+def _adain(x: torch.Tensor, ref: torch.Tensor, static: bool) -> torch.Tensor:
+    """:func:`~lamp_model.postprocess.adain_latent`, over the static pixels of ``x`` against ``ref`` if ``static``."""
+    return adain_latent(x, ref, static_mask(x, ref) if static else None)
+
+
+def adain_schedule(latents: torch.Tensor, late: bool, frame0_scale: float = 1.0, static: bool = False) -> torch.Tensor:
     """The in-loop AdaIN of one step, with the official per-frame semantics.
 
     Early: frames 2.. take frame 1's statistics. Late: frame 1 takes the statistics of
     ``frame0_scale · frame 0`` (1 unless frame 0 lives in a different space than the sample, see
     :class:`DenoiseLoop`), then frames 2.. take the *updated* frame 1's. (The official loop clones the latents
     before each frame, so frame f ≥ 2 is always normalised from its own pre-AdaIN value to the current frame 1.)
+    ``static``: the statistics of each frame and its reference are taken over the frame's static pixels.
     """
     out = latents.clone()
     if late:
-        out[:, :, 1] = adain_latent(latents[:, :, 1], latents[:, :, 0] * frame0_scale)
+        out[:, :, 1] = _adain(latents[:, :, 1], latents[:, :, 0] * frame0_scale, static)
     if latents.shape[2] > 2:
-        out[:, :, 2:] = adain_latent(latents[:, :, 2:], out[:, :, 1])
+        out[:, :, 2:] = _adain(latents[:, :, 2:], out[:, :, 1], static)
     return out
 
 
-def final_adain(latents: torch.Tensor, reference: Optional[torch.Tensor] = None) -> torch.Tensor:
+def final_adain(latents: torch.Tensor, reference: Optional[torch.Tensor] = None, static: bool = False) -> torch.Tensor:
     """The post-loop AdaIN: frames 1.. take frame 0's statistics (official), or, with a ``reference`` frame
-    ``[B, C, 1, h, w]``, every frame takes the reference's statistics (used when frame 0 is not pinned)."""
+    ``[B, C, 1, h, w]``, every frame takes the reference's statistics (used when frame 0 is not pinned).
+    ``static``: statistics over each frame's static pixels (see :func:`adain_schedule`)."""
     if reference is not None:
-        return adain_latent(latents, reference)
+        return _adain(latents, reference, static)
     out = latents.clone()
-    out[:, :, 1:] = adain_latent(latents[:, :, 1:], latents[:, :, :1])
+    out[:, :, 1:] = _adain(latents[:, :, 1:], latents[:, :, :1], static)
     return out
 
 
@@ -124,10 +147,11 @@ class DenoiseLoop:
 
     def __init__(self, unet: Callable[..., Any], scheduler: SchedulerMixin, cond: torch.Tensor,
                  uncond: Optional[torch.Tensor], guidance_scale: float, *, adain: bool = True,
-                 pin_first_frame: bool = True) -> None:
+                 pin_first_frame: bool = True, color_consistency: str = "official") -> None:
         self.unet, self.scheduler = unet, scheduler
         self.guidance_scale = float(guidance_scale)
-        self.adain, self.pin = bool(adain), bool(pin_first_frame)
+        self.color = color_mode(bool(adain), color_consistency)
+        self.adain, self.pin = self.color != "none", bool(pin_first_frame)
         self.dtype, self.device = _unet_dtype_device(unet, cond.device)
         self.cfg = self.guidance_scale > 1.0  # official: no CFG pass at all for scales <= 1
         if self.cfg and uncond is None:
@@ -182,7 +206,7 @@ class DenoiseLoop:
         latents = torch.cat([first, moved], dim=2) if self.pin else moved
         if self.adain:
             late = is_late_phase(t)
-            latents = adain_schedule(latents, late, self._frame0_scale(i) if late else 1.0)
+            latents = adain_schedule(latents, late, self._frame0_scale(i) if late else 1.0, self.color == "static")
         return latents
 
     def run(self, latents: torch.Tensor, start: int = 0, callback: Optional[Callback] = None) -> torch.Tensor:
@@ -254,7 +278,7 @@ def sample_video(unet: Callable[..., Any], first_frame_latent: Optional[torch.Te
                  uncond: Optional[torch.Tensor], noise: torch.Tensor, steps: int = 50, guidance_scale: float = 12.5,
                  shared_noise_alpha: float = DEFAULT_ALPHA, adain: bool = True,
                  scheduler: str | SchedulerMixin | None = None, callback: Optional[Callback] = None, *,
-                 pin_first_frame: bool = True) -> torch.Tensor:
+                 pin_first_frame: bool = True, color_consistency: str = "official") -> torch.Tensor:
     """Generate a LAMP video latent from a first-frame latent (official Algorithm 1, see the module docstring).
 
     Args:
@@ -275,6 +299,9 @@ def sample_video(unet: Callable[..., Any], first_frame_latent: Optional[torch.Te
             shared component) and steps it; the UNet then never sees the clean image. The first-frame latent, if
             given, only serves the final AdaIN, which then gives *every* frame its statistics (colour reference);
             with ``first_frame_latent=None`` frames 1.. are matched to the generated frame 0.
+        color_consistency: the statistics of both AdaIN passes: ``"official"`` (whole frame), ``"static"``
+            (not in the paper: each frame's pixels that changed least from its reference, so a motion that
+            changes size is not undone; see the module docstring) or ``"none"`` (same as ``adain=False``).
 
     Returns the final latents ``[B, 4, F, h, w]`` in fp32 on the UNet's device, after the final AdaIN pass and
     before VAE decoding. With ``pin_first_frame`` frame 0 is bit-identical to ``first_frame_latent``.
@@ -285,12 +312,13 @@ def sample_video(unet: Callable[..., Any], first_frame_latent: Optional[torch.Te
     cond = cond.expand(b, -1, -1)
     uncond = uncond.expand(b, -1, -1) if uncond is not None else None
     loop = DenoiseLoop(unet, make_scheduler(scheduler), cond, uncond, guidance_scale, adain=adain,
-                       pin_first_frame=pin_first_frame)
+                       pin_first_frame=pin_first_frame, color_consistency=color_consistency)
     loop.scheduler.set_timesteps(steps, device=loop.device)
     latents = prepare_latents(noise.to(loop.device), first, loop.scheduler, shared_noise_alpha, pin_first_frame)
     latents = loop.run(latents, callback=callback)
-    if not adain:
+    if loop.color == "none":
         return latents
+    static = loop.color == "static"
     if pin_first_frame:
-        return final_adain(latents)
-    return final_adain(latents, first.to(latents) if first is not None else None)
+        return final_adain(latents, static=static)
+    return final_adain(latents, first.to(latents) if first is not None else None, static)

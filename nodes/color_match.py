@@ -43,6 +43,11 @@ class LampColorMatch:
             "optional": {
                 "reference": ("IMAGE", {"tooltip": "Match to this image instead of frame one (first image of the "
                                                    "batch; resized to the frames' size)."}),
+                "static": ("BOOLEAN", {"default": False,
+                                       "tooltip": "Take the colour statistics only over the pixels that did not "
+                                                  "change from the reference, so a subject that grows or shrinks "
+                                                  "keeps its new size (not in the paper; pair with the LAMP "
+                                                  "Sampler's color_consistency static)."}),
             },
         }
 
@@ -55,7 +60,7 @@ class LampColorMatch:
                    "reference image), as LAMP's official post-processing does after decoding.")
 
     def match(self, images: torch.Tensor, mode: str = "histogram", strength: float = 1.0,
-              reference: Optional[torch.Tensor] = None) -> tuple[torch.Tensor]:
+              reference: Optional[torch.Tensor] = None, static: bool = False) -> tuple[torch.Tensor]:
         _check_image(images, "images")
         if mode not in COLOR_MATCH_MODES:
             raise ValueError(f"LAMP Color Match: mode must be one of {list(COLOR_MATCH_MODES)}, got {mode!r}.")
@@ -75,7 +80,7 @@ class LampColorMatch:
             ref = ref[0]
         elif frames.shape[0] == 1:
             log.warning("[LAMP] Color Match got a single image and no reference: nothing to match.")
-        out = color_match(frames, ref, mode=mode, strength=float(strength))
+        out = color_match(frames, ref, mode=mode, strength=float(strength), static=bool(static))
         return (out.to(host.intermediate_device(), torch.float32).contiguous(),)
 
 

@@ -26,6 +26,12 @@ LONG_TOOLTIP = ("Used when the LATENT has more frames than segment_frames. segme
                 "the previous segment's last frame, pinned clean. windows: overlapping windows, each with the clean "
                 "frame one, blended inside one denoising loop. See the README (Long videos) for which keeps the "
                 "motion.")
+#: Where the AdaIN statistics come from when adain is on (lamp_model.sampling.COLOR_CONSISTENCY without "none").
+COLOR_CONSISTENCY = ["official", "static"]
+COLOR_CONSISTENCY_TOOLTIP = ("Where AdaIN takes its colour statistics (when adain is on). official: the whole frame. "
+                             "static: only the pixels that did not change from frame one, so a motion that changes "
+                             "the subject's size (grow, zoom) is not pulled back to frame one's size (not in the "
+                             "paper; README: Toy motion world, Results). Pair it with LAMP Color Match static.")
 MAX_STEPS = 1000
 MAX_CFG = 100.0
 #: Conditioning keys that the LAMP sampler cannot honour (areas, masks, GLIGEN …; ControlNets it honours).
@@ -118,6 +124,7 @@ class LampSampler:
             "color_reference": (list(COLOR_CHOICES), {"default": COLOR_LABELS[DEFAULT_COLOR_REFERENCE],
                                                       "tooltip": "segments: the final AdaIN gives each segment the "
                                                                  "colours of its first frame or of frame one."}),
+            "color_consistency": (COLOR_CONSISTENCY, {"default": "official", "tooltip": COLOR_CONSISTENCY_TOOLTIP}),
         }}
 
     RETURN_TYPES = ("LATENT",)
@@ -133,7 +140,8 @@ class LampSampler:
                steps: int = 50, cfg: float = 12.5, scheduler: str = "ddim", adain: bool = True,
                dtype: str = "auto", long_strategy: str = DEFAULT_STRATEGY, segment_frames: int = TRAINED_FRAMES,
                overlap: int = -1, content_lock: bool = DEFAULT_CONTENT_LOCK,
-               color_reference: str = COLOR_LABELS[DEFAULT_COLOR_REFERENCE]) -> tuple[dict]:
+               color_reference: str = COLOR_LABELS[DEFAULT_COLOR_REFERENCE],
+               color_consistency: str = "official") -> tuple[dict]:
         from lamp_model.long_video import plan_long_video, sample_long_video
 
         if not isinstance(lamp_model, LampModel):
@@ -168,6 +176,12 @@ class LampSampler:
             except ValueError as e:
                 raise ValueError(f"LAMP Sampler: {e}.") from None
 
+        if color_consistency not in COLOR_CONSISTENCY:
+            raise ValueError(f"LAMP Sampler: color_consistency must be one of {COLOR_CONSISTENCY}, got "
+                             f"{color_consistency!r}.")
+        if edit is not None and color_consistency != "official":
+            log.warning("[LAMP] color_consistency '%s' is not used by editing runs (LAMP Invert Video): they keep "
+                        "the official AdaIN.", color_consistency)
         if color_reference not in COLOR_CHOICES:
             raise ValueError(f"LAMP Sampler: color_reference must be one of {list(COLOR_CHOICES)}, got "
                              f"{color_reference!r}.")
@@ -199,7 +213,7 @@ class LampSampler:
                     steps=int(steps), guidance_scale=float(cfg), shared_noise_alpha=alpha, adain=bool(adain),
                     scheduler=scheduler, callback=host.callback_for(bar), strategy=plan.strategy,
                     segment_frames=plan.segment_frames, overlap=plan.overlap, content_lock=bool(content_lock),
-                    color_reference=COLOR_CHOICES[color_reference])
+                    color_reference=COLOR_CHOICES[color_reference], color_consistency=color_consistency)
             out = (video[0].transpose(0, 1).float() / SD1_LATENT_SCALE).to(host.intermediate_device())
             del video
         if not torch.isfinite(out).all():

@@ -88,7 +88,8 @@ def test_sampler_long_options_errors(lamp_model, kwargs, words):
 
 def test_sampler_inputs_describe_the_long_options():
     optional = LampSampler.INPUT_TYPES()["optional"]
-    assert list(optional) == ["long_strategy", "segment_frames", "overlap", "content_lock", "color_reference"]
+    assert list(optional) == ["long_strategy", "segment_frames", "overlap", "content_lock", "color_reference",
+                              "color_consistency"]
     assert optional["long_strategy"][0] == list(STRATEGIES) and optional["segment_frames"][1]["default"] == 16
     assert all(spec[1].get("tooltip") for spec in optional.values())
 

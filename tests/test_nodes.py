@@ -363,6 +363,20 @@ def test_sampler_progress_every_step_and_cancel_leaves_nothing_behind(lamp_model
     assert torch.equal(again["samples"], reference["samples"])
 
 
+def test_sampler_color_consistency_static_is_the_engine_option(lamp_model):
+    latent = first_frame_latent(frames=4)
+    first = (latent["samples"][:1] * SD1_LATENT_SCALE).transpose(0, 1)[None]
+    static = run_sampler(lamp_model, latent, steps=3, color_consistency="static")["samples"]
+    want = sample_video(lamp_model.unet, first, cond(seed=1)[0][0], cond(seed=2)[0][0],
+                        make_raw_noise(5, (1, 4, 4, 4, 4)), steps=3, guidance_scale=7.5, shared_noise_alpha=0.2,
+                        color_consistency="static")
+    assert torch.allclose(static, want[0].transpose(0, 1) / SD1_LATENT_SCALE, atol=1e-5)
+    assert not torch.allclose(static, run_sampler(lamp_model, latent, steps=3)["samples"], atol=1e-4)
+    assert "color_consistency" in LampSampler.INPUT_TYPES()["optional"]
+    with pytest.raises(ValueError, match="color_consistency must be one of"):
+        run_sampler(lamp_model, latent, color_consistency="background")
+
+
 def test_sampler_in_another_dtype_keeps_the_stored_weights(lamp_model):
     stored = {k: v.clone() for k, v in lamp_model.unet.state_dict().items()}
     out = run_sampler(lamp_model, first_frame_latent(frames=3), dtype="bf16")
@@ -423,6 +437,9 @@ def test_color_match_node():
     small = torch.nn.functional.interpolate(ref[:1].movedim(-1, 1), size=(16, 16), mode="bilinear",
                                             antialias=True).clamp(0, 1).movedim(1, -1)[0]
     assert torch.equal(matched, color_match(frames, small, "both", 1.0))
+    static = LampColorMatch().match(frames, "histogram", 1.0, static=True)[0]
+    assert torch.equal(static, color_match(frames, None, "histogram", 1.0, static=True))
+    assert not torch.equal(static, out)
     with pytest.raises(ValueError, match="mode must be one of"):
         LampColorMatch().match(frames, "mkl")
     with pytest.raises(ValueError, match="strength"):

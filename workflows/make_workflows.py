@@ -168,7 +168,8 @@ def lamp_chain(g: Graph, x: int, frame_one: dict, frame_output: str, prompt: str
     sampler = g.node("LAMP_Sampler", (x + 740, 40),
                      inputs=[("lamp_model", "LAMP_MODEL"), ("positive", "CONDITIONING"),
                              ("negative", "CONDITIONING"), ("latent", "LATENT"), ("noise", "NOISE")],
-                     outputs=[("latent", "LATENT")], widgets=[50, 12.5, "ddim", True, "auto", *(long or LONG_DEFAULTS)],
+                     outputs=[("latent", "LATENT")],
+                     widgets=[50, 12.5, "ddim", True, "auto", *(long or LONG_DEFAULTS), "official"],
                      size=(320, SAMPLER_HEIGHT))
     g.link(motion, "lamp_model", sampler, "lamp_model")
     g.link(*positive, sampler, "positive")
@@ -187,7 +188,7 @@ def video_outputs(g: Graph, x: int, below: int, latent: tuple[dict, str], sd15: 
     g.link(*latent, decode, "samples")
     g.link(sd15, "VAE", decode, "vae")
     match = g.node("LAMP_ColorMatch", (x + 740, below + 110), inputs=[("images", "IMAGE"), ("reference", "IMAGE")],
-                   outputs=[("images", "IMAGE")], widgets=["histogram", 1.0], size=(320, 110))
+                   outputs=[("images", "IMAGE")], widgets=["histogram", 1.0, False], size=(320, 130))
     g.link(decode, "IMAGE", match, "images")
     webp = g.node("SaveAnimatedWEBP", (x + 1100, 40), inputs=[("images", "IMAGE")],
                   widgets=["LAMP/video", 8.0, False, 90, "default"], size=(360, 420))

@@ -61,6 +61,8 @@ VARIANTS = {
     "no_adain_hist": Variant("no AdaIN / histogram matching", sampling={"adain": False, "histogram": False}),
     "no_adain": Variant("no latent AdaIN (histogram matching kept)", sampling={"adain": False}),
     "no_hist": Variant("no histogram matching (AdaIN kept)", sampling={"histogram": False}),
+    "static_color": Variant("colour consistency over static pixels (AdaIN + histogram)",
+                            sampling={"color_consistency": "static"}),
     "cfg5": Variant("guidance 5 instead of the official 12.5", sampling={"guidance_scale": 5.0}),
     "untrained": Variant("untrained motion layers (stage-1 UNet inflated)", source="untrained"),
     "ground_truth": Variant("ground-truth clips (tracker check)", source="ground_truth"),

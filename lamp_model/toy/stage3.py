@@ -42,6 +42,9 @@ class SamplingOptions:
     shared_noise_alpha: float = DEFAULT_ALPHA
     adain: bool = True
     histogram: bool = True
+    #: Statistics of the AdaIN passes and the histogram matching: "official" (whole frame), "static" (the
+    #: pixels that did not change, so growth is not undone) or "none" (both off); see lamp_model.postprocess.
+    color_consistency: str = "official"
     pin_first_frame: bool = True
     frames: int = world.FRAMES
     #: None: one run of ``frames`` frames (sample_video); "segments"/"windows": lamp_model.long_video, with
@@ -92,24 +95,25 @@ def animate(unet: LampUNet3D, text_encoder: ToyTextEncoder, first_frames: torch.
     cond, uncond = text_encoder.encode(prompts), text_encoder.encode([""] * n)
     noise = make_raw_noise(seed, (n, c, opt.frames, h, w))
     common = dict(steps=opt.steps, guidance_scale=opt.guidance_scale, shared_noise_alpha=opt.shared_noise_alpha,
-                  adain=opt.adain, callback=callback)
+                  adain=opt.adain, callback=callback, color_consistency=opt.color_consistency)
+    static, histogram = opt.color_consistency == "static", opt.histogram and opt.color_consistency != "none"
     if opt.long_strategy is not None:
         latents = sample_long_video(unet, first, cond, uncond, noise, **common, strategy=opt.long_strategy,
                                     **opt.long_options)
     else:
         latents = sample_video(unet, first, cond, uncond, noise, **common, pin_first_frame=opt.pin_first_frame)
     videos = codec.decode_video(latents)
-    if opt.histogram and opt.long_strategy is not None:
+    if histogram and opt.long_strategy is not None:
         # Long videos: frames matched to frame one, or segment by segment to each segment's first frame.
         plan = plan_long_video(opt.frames, opt.long_strategy, opt.long_options.get("segment_frames", world.FRAMES),
                                opt.long_options.get("overlap"))
         reference = opt.long_options.get("color_reference", DEFAULT_COLOR_REFERENCE)
-        videos = torch.stack([match_histogram_long(v, plan, reference) for v in videos])
-    elif opt.histogram:
+        videos = torch.stack([match_histogram_long(v, plan, reference, static) for v in videos])
+    elif histogram:
         # Official post-processing: frames 1.. matched to frame 0 (with frame 0 pinned, the given image);
         # without pinning, every frame is matched to the given first frame.
         refs = codec.decode(first[:, :, 0])
-        videos = torch.stack([color_match(v) if opt.pin_first_frame else color_match(v, ref)
+        videos = torch.stack([color_match(v, None if opt.pin_first_frame else ref, static=static)
                               for v, ref in zip(videos, refs)])
     return videos
 
