@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the built-in default: sets up .venv if needed, then renders the toy-world LAMP demo
-# (shipped tiny weights, CPU, nothing downloaded). Extra arguments go to `python -m lamp_model demo`.
+# (shipped tiny weights, CPU, nothing downloaded): one video per shipped motion. Arguments, if any, go to
+# `python -m lamp_model demo` instead (e.g. --motion down --prompt "a red square").
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
@@ -13,5 +14,9 @@ if [ -z "${OMP_NUM_THREADS:-}" ]; then
   threads=$(( cores - busy ))
   if [ "$threads" -lt 1 ]; then threads=1; fi
   export OMP_NUM_THREADS="$threads"
+fi
+# Without arguments: every shipped motion (right, down, grow, rotate), one video each.
+if [ "$#" -eq 0 ]; then
+  set -- --motion all
 fi
 python -m lamp_model demo "$@"

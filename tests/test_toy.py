@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lamp_model.toy import codec, tracking, world
+from lamp_model.toy import build_weights, codec, tracking, world
 from lamp_model.toy.models import BASE_FILE, WEIGHTS_DIR
 from lamp_model.toy.text import ToyTextEncoder
 
@@ -133,7 +133,7 @@ shipped = pytest.mark.skipif(not (WEIGHTS_DIR / BASE_FILE).is_file(), reason="to
 
 @shipped
 def test_shipped_weights_are_small():
-    assert sum(f.stat().st_size for f in WEIGHTS_DIR.glob("*.safetensors")) < 10 * 1024 * 1024
+    assert sum(f.stat().st_size for f in WEIGHTS_DIR.glob("*.safetensors")) <= build_weights.MAX_TOTAL_BYTES
 
 
 @shipped
@@ -179,6 +179,19 @@ def test_demo_reports_bad_prompt(capsys):
 
     assert demo.main(["--prompt", "a purple dragon"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+@shipped
+def test_demo_all_renders_every_shipped_motion(tmp_path, capsys):
+    """``--motion all`` (what scripts/demo.sh runs without arguments): one video and strip per shipped motion."""
+    from lamp_model.toy import demo
+
+    assert demo.main(["--motion", "all", "--steps", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for motion in world.MOTIONS:
+        assert (tmp_path / f"{motion}_a_blue_triangle.gif").is_file() and f"'{motion}'" in out
+    assert demo.main(["--motion", "all", "--motion-file", str(tmp_path / "x.safetensors")]) == 2
+    assert "--motion-file animates one motion" in capsys.readouterr().err
 
 
 def test_evaluation_variants_are_valid_and_tabulated():

@@ -1,6 +1,7 @@
 """``python -m lamp_model demo``: LAMP end to end on a CPU in seconds, with the shipped toy weights.
 
     python -m lamp_model demo --motion right --prompt "a blue triangle" [--out DIR] [--image first.png]
+    python -m lamp_model demo --motion all                                                  # every shipped motion
     python -m lamp_model demo --motion right --frames 64 --long-strategy segments|windows   # a long video
     python -m lamp_model demo --motion 'translate:dx=-12,dy=0' --motion-file runs/left/motion.safetensors  # your own
 
@@ -26,11 +27,16 @@ import torch
 from ..checks import as_float, as_int, writable_dir
 from ..cli import ArgumentParser, run_command
 from ..long_video import add_long_video_arguments, long_video_options
+from ..sampling import COLOR_CONSISTENCY
 from . import tracking, world
 from .long_eval import long_canvas, score_video
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
 from .stage2 import motion_arg
 from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
+
+#: ``--motion all``: one video per shipped motion (what ``bash scripts/demo.sh`` renders without arguments).
+ALL = "all"
+
 
 def first_frame(motion: str | world.MotionSpec, prompt: str, seed: int, image: Path | None,
                 frames: int = world.FRAMES) -> tuple[torch.Tensor, str]:
@@ -59,9 +65,9 @@ def first_frame(motion: str | world.MotionSpec, prompt: str, seed: int, image: P
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m lamp_model demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--motion", default="right", type=motion_arg,
-                    help=f"the learned motion to apply: {', '.join(world.MOTIONS)}, or a spec trained with stage 2 "
-                         "(e.g. translate:dx=-12,dy=0; README: Your own motion)")
+    ap.add_argument("--motion", default="right", type=lambda text: ALL if text == ALL else motion_arg(text),
+                    help=f"the learned motion to apply: {', '.join(world.MOTIONS)}, '{ALL}' (one video each), or a "
+                         "spec trained with stage 2 (e.g. translate:dx=-12,dy=0; README: Your own motion)")
     ap.add_argument("--prompt", default="a blue triangle",
                     help=f"'a <colour> <shape>'; colours: {', '.join(world.COLOURS)}; shapes: {', '.join(world.SHAPES)}")
     ap.add_argument("--image", type=Path, default=None, help="use this picture as the first frame (resized to 32x32)")
@@ -70,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps")
     ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help="classifier-free guidance (official 12.5)")
     ap.add_argument("--no-adain", action="store_true",
-                    help="skip the latent AdaIN (recommended for 'grow': AdaIN pulls every frame's colour "
-                         "statistics back to frame 0's and so undoes a change of size)")
+                    help="skip the latent AdaIN (histogram matching kept; ablation)")
+    ap.add_argument("--color-consistency", default="official", choices=COLOR_CONSISTENCY,
+                    help="statistics of the AdaIN and histogram matching: official (whole frame), static (only "
+                         "the pixels that did not change; for 'grow', whose growth the whole-frame statistics "
+                         "undo) or none (both off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
     ap.add_argument("--motion-file", type=Path, default=None,
@@ -91,36 +100,50 @@ def _demo(args: argparse.Namespace) -> int:
     as_float("--guidance", args.guidance, 0.0, hint=f"the toy default is {TOY_GUIDANCE}")
     as_int("--seed", args.seed, 0)
     as_int("--frames", args.frames, 2, 1024, hint=f"the motions were trained on {world.FRAMES}")
+    motions = [world.motion_spec(m) for m in world.MOTIONS] if args.motion == ALL else [args.motion]
+    if args.motion == ALL and args.motion_file is not None:
+        raise ValueError("--motion-file animates one motion: give it with --motion <the motion it learned>, not all")
     plan, long_options = long_video_options(args, args.frames)
-    frame, shape = first_frame(args.motion, args.prompt, args.seed, args.image, args.frames)
     writable_dir(args.out, "--out")
-    clock = Stopwatch()
-    unet = load_motion_unet(_motion_file(args.motion_file) or args.motion, args.weights)
+    world.parse_caption(args.prompt)  # clear errors for a bad prompt before any work
     text_encoder = load_text_encoder(args.weights)
-    text_encoder.tokenize(args.prompt)  # a clear error for unknown words before any work
+    text_encoder.tokenize(args.prompt)
+    total = Stopwatch()
+    for motion in motions:
+        _demo_one(args, motion, text_encoder, plan, long_options)
+    if len(motions) > 1:
+        print(f"all {len(motions)} motions: {total():.1f} s")
+    return 0
+
+
+def _demo_one(args: argparse.Namespace, motion: world.MotionSpec, text_encoder, plan, long_options: dict) -> None:
+    """Render, save and report one motion's video."""
+    frame, shape = first_frame(motion, args.prompt, args.seed, args.image, args.frames)
+    clock = Stopwatch()
+    unet = load_motion_unet(_motion_file(args.motion_file) or motion, args.weights)
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
                     options=SamplingOptions(steps=args.steps, guidance_scale=args.guidance,
                                             adain=not args.no_adain, frames=args.frames,
+                                            color_consistency=args.color_consistency,
                                             long_strategy=None if plan.single else plan.strategy,
                                             long_options={k: v for k, v in long_options.items()
                                                           if k != "strategy" and not plan.single}))[0]
-    stem = args.out / f"{args.motion.name}_{args.prompt.strip().lower().replace(' ', '_')}"
+    stem = args.out / f"{motion.name}_{args.prompt.strip().lower().replace(' ', '_')}"
     path, strip = save_video(video, stem, args.format)
     print(f"video: {path}\nstrip: {strip}")
     if not plan.single:
-        _report_long(video, shape, args.motion, plan)
+        _report_long(video, shape, motion, plan)
         print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
-        return 0
+        return
     track = tracking.track(video, shape)
-    amount = tracking.motion_amount(track, args.motion)
-    print(f"tracked motion: {amount:.1f} {tracking.amount_unit(args.motion)} over {len(video)} frames "
-          f"({'matches' if tracking.motion_ok(track, args.motion) else 'does NOT match'} '{args.motion.name}': "
-          f"{tracking.criterion(args.motion)})")
-    if args.motion.scales and not args.no_adain:
-        print("hint: AdaIN (with histogram matching) pulls every frame's colour statistics back to frame 0's, "
-              "which undoes growth; try --no-adain (README: Toy motion world, Results)")
+    amount = tracking.motion_amount(track, motion)
+    print(f"tracked motion: {amount:.1f} {tracking.amount_unit(motion)} over {len(video)} frames "
+          f"({'matches' if tracking.motion_ok(track, motion) else 'does NOT match'} '{motion.name}': "
+          f"{tracking.criterion(motion)})")
+    if motion.scales and args.color_consistency == "official" and not args.no_adain:
+        print("hint: AdaIN and histogram matching over the whole frame pull every frame's colour statistics back "
+              "to frame 0's, which undoes growth; try --color-consistency static (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
-    return 0
 
 
 def _motion_file(path: Path | None) -> Path | None:
