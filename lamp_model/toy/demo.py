@@ -36,6 +36,8 @@ from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, 
 
 #: ``--motion all``: one video per shipped motion (what ``bash scripts/demo.sh`` renders without arguments).
 ALL = "all"
+#: ``--color-consistency auto`` (the default): see :func:`color_consistency`.
+AUTO = "auto"
 
 
 def first_frame(motion: str | world.MotionSpec, prompt: str, seed: int, image: Path | None,
@@ -77,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help="classifier-free guidance (official 12.5)")
     ap.add_argument("--no-adain", action="store_true",
                     help="skip the latent AdaIN (histogram matching kept; ablation)")
-    ap.add_argument("--color-consistency", default="official", choices=COLOR_CONSISTENCY,
+    ap.add_argument("--color-consistency", default=AUTO, choices=[AUTO, *COLOR_CONSISTENCY],
                     help="statistics of the AdaIN and histogram matching: official (whole frame), static (only "
-                         "the pixels that did not change; for 'grow', whose growth the whole-frame statistics "
-                         "undo) or none (both off)")
+                         "the pixels that did not change), none (both off); auto (default): static for a motion "
+                         "that changes size (whose growth the whole-frame statistics undo), official otherwise")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
     ap.add_argument("--motion-file", type=Path, default=None,
@@ -124,7 +126,7 @@ def _demo_one(args: argparse.Namespace, motion: world.MotionSpec, text_encoder, 
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
                     options=SamplingOptions(steps=args.steps, guidance_scale=args.guidance,
                                             adain=not args.no_adain, frames=args.frames,
-                                            color_consistency=args.color_consistency,
+                                            color_consistency=color_consistency(args.color_consistency, motion),
                                             long_strategy=None if plan.single else plan.strategy,
                                             long_options={k: v for k, v in long_options.items()
                                                           if k != "strategy" and not plan.single}))[0]
@@ -140,10 +142,18 @@ def _demo_one(args: argparse.Namespace, motion: world.MotionSpec, text_encoder, 
     print(f"tracked motion: {amount:.1f} {tracking.amount_unit(motion)} over {len(video)} frames "
           f"({'matches' if tracking.motion_ok(track, motion) else 'does NOT match'} '{motion.name}': "
           f"{tracking.criterion(motion)})")
-    if motion.scales and args.color_consistency == "official" and not args.no_adain:
+    if motion.scales and color_consistency(args.color_consistency, motion) == "official" and not args.no_adain:
         print("hint: AdaIN and histogram matching over the whole frame pull every frame's colour statistics back "
               "to frame 0's, which undoes growth; try --color-consistency static (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")
+
+
+def color_consistency(choice: str, motion: world.MotionSpec) -> str:
+    """``--color-consistency``: ``auto`` is ``static`` for a motion that changes size (the whole-frame
+    statistics undo growth: README, Toy motion world, Results) and ``official`` otherwise."""
+    if choice != AUTO:
+        return choice
+    return "static" if motion.scales else "official"
 
 
 def _motion_file(path: Path | None) -> Path | None:

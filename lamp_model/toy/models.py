@@ -1,8 +1,8 @@
 """The toy world's models and weight files: a tiny SD-1.x-shaped UNet, its noise schedule, and I/O.
 
 The UNet is a diffusers ``UNet2DConditionModel`` with SD-1.x block types (CrossAttnDownBlock2D /
-DownBlock2D, cross-attention mid block, GEGLU transformers, 1x1 proj_in/out), only tiny: 32/64
-channels, one resnet per block, 4 heads, 32-wide text tokens, 16x16 latents. It is trained under
+DownBlock2D, cross-attention mid block, GEGLU transformers, 1x1 proj_in/out), only tiny: three levels
+(16, 8 and 4 latent pixels) of 48/96/96 channels, one resnet per block, 4 heads, 32-wide text tokens. It is trained under
 SD-1.x's noise schedule (the engine's ``default_noise_scheduler``: 1000 steps, scaled-linear betas, epsilon), so
 the toy goes through exactly the trainer and sampler settings of the real model.
 
@@ -35,11 +35,15 @@ TEXT_FILE = "text_encoder.safetensors"
 
 TOY_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 16, "in_channels": 4, "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [32, 64], "layers_per_block": 1, "attention_head_dim": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [48, 96, 96], "layers_per_block": 1, "attention_head_dim": 4,
     "cross_attention_dim": EMBED_DIM, "norm_num_groups": 8,
 }
+#: Stage-1 training steps of the shipped base (batch 32): 3000 steps of this 3.3M-parameter UNet take about
+#: 38 min on one CPU thread (0.77 s/step). The earlier 2-level 32/64 UNet (0.8M) drew the requested shape in
+#: 46 % of drawings after 4000 steps, a 3-level 32/64/64 one (1.5M) in 44-50 % after 3600; this one in 71-79 %.
+STAGE1_STEPS = 3000
 
 
 def build_unet2d(config: dict[str, Any] | None = None, seed: int = 0) -> UNet2DConditionModel:

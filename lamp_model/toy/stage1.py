@@ -20,11 +20,11 @@ from diffusers.training_utils import EMAModel, compute_snr
 from ..sampling import make_scheduler
 from ..train import default_noise_scheduler
 from . import codec, tracking, world
-from .models import WEIGHTS_DIR, Stopwatch, build_unet2d, load_base, save_base
+from .models import STAGE1_STEPS, WEIGHTS_DIR, Stopwatch, build_unet2d, load_base, save_base
 from .text import ToyTextEncoder
 
 
-def train_base(steps: int = 4000, n_stills: int = 16384, batch: int = 32, lr: float = 1e-3, seed: int = 0,
+def train_base(steps: int = STAGE1_STEPS, n_stills: int = 16384, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                config: dict | None = None, log_every: int = 250, log=print) -> tuple[torch.nn.Module, ToyTextEncoder]:
     """Train the stage-1 UNet (``config``: default :data:`TOY_UNET_CONFIG`) from scratch; returns its EMA
     weights and the (fixed) text encoder."""
@@ -100,7 +100,7 @@ def evaluate_base(unet: torch.nn.Module, text_encoder: ToyTextEncoder, per_pair:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.stage1", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=STAGE1_STEPS)
     ap.add_argument("--stills", type=int, default=16384)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the shipped one)")
