@@ -9,6 +9,7 @@ import torch
 
 from lamp_model.long_video import DEFAULT_COLOR_REFERENCE, DEFAULT_CONTENT_LOCK, DEFAULT_STRATEGY, TRAINED_FRAMES
 from lamp_model.long_video import STRATEGIES as LONG_STRATEGIES
+from lamp_model.sampling import COLOR_CONSISTENCY as ENGINE_COLOR_CONSISTENCY
 
 from . import host
 from .control import controlled
@@ -26,8 +27,8 @@ LONG_TOOLTIP = ("Used when the LATENT has more frames than segment_frames. segme
                 "the previous segment's last frame, pinned clean. windows: overlapping windows, each with the clean "
                 "frame one, blended inside one denoising loop. See the README (Long videos) for which keeps the "
                 "motion.")
-#: Where the AdaIN statistics come from when adain is on (lamp_model.sampling.COLOR_CONSISTENCY without "none").
-COLOR_CONSISTENCY = ["official", "static"]
+#: Where the AdaIN statistics come from when adain is on (the engine's modes without "none": adain off is that).
+COLOR_CONSISTENCY = [mode for mode in ENGINE_COLOR_CONSISTENCY if mode != "none"]
 COLOR_CONSISTENCY_TOOLTIP = ("Where AdaIN takes its colour statistics (when adain is on). official: the whole frame. "
                              "static: only the pixels that did not change from frame one, so a motion that changes "
                              "the subject's size (grow, zoom) is not pulled back to frame one's size (not in the "

@@ -121,12 +121,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _demo_one(args: argparse.Namespace, motion: world.MotionSpec, text_encoder, plan, long_options: dict) -> None:
     """Render, save and report one motion's video."""
     frame, shape = first_frame(motion, args.prompt, args.seed, args.image, args.frames)
+    colors = color_consistency(args.color_consistency, motion)
     clock = Stopwatch()
     unet = load_motion_unet(_motion_file(args.motion_file) or motion, args.weights)
     video = animate(unet, text_encoder, frame, [args.prompt], seed=args.seed,
                     options=SamplingOptions(steps=args.steps, guidance_scale=args.guidance,
                                             adain=not args.no_adain, frames=args.frames,
-                                            color_consistency=color_consistency(args.color_consistency, motion),
+                                            color_consistency=colors,
                                             long_strategy=None if plan.single else plan.strategy,
                                             long_options={k: v for k, v in long_options.items()
                                                           if k != "strategy" and not plan.single}))[0]
@@ -142,7 +143,7 @@ def _demo_one(args: argparse.Namespace, motion: world.MotionSpec, text_encoder, 
     print(f"tracked motion: {amount:.1f} {tracking.amount_unit(motion)} over {len(video)} frames "
           f"({'matches' if tracking.motion_ok(track, motion) else 'does NOT match'} '{motion.name}': "
           f"{tracking.criterion(motion)})")
-    if motion.scales and color_consistency(args.color_consistency, motion) == "official" and not args.no_adain:
+    if motion.scales and colors == "official" and not args.no_adain:
         print("hint: AdaIN and histogram matching over the whole frame pull every frame's colour statistics back "
               "to frame 0's, which undoes growth; try --color-consistency static (README: Toy motion world, Results)")
     print(f"time: {clock():.1f} s on {torch.get_num_threads()} CPU thread(s), nothing downloaded")

@@ -149,10 +149,16 @@ def merge_results(parts: list[dict]) -> dict:
     return {key: merged[key] for key in VARIANTS if key in merged}
 
 
+def _floor(results: dict, motion: str) -> float | None:
+    """The untrained-motion-layers accuracy on ``motion`` (``None`` where that row was not run)."""
+    cell = results.get("untrained", {}).get(motion)
+    return None if cell is None else cell["accuracy"]
+
+
 def _gain(results: dict, key: str, motion: str) -> float | None:
-    """Accuracy of ``key`` on ``motion`` minus the untrained-motion-layers floor (``None`` without a floor)."""
-    floor = results.get("untrained", {}).get(motion)
-    return None if floor is None else results[key][motion]["accuracy"] - floor["accuracy"]
+    """Accuracy of ``key`` on ``motion`` minus its floor (``None`` without a floor)."""
+    floor = _floor(results, motion)
+    return None if floor is None else results[key][motion]["accuracy"] - floor
 
 
 def motion_table(results: dict, motions: list[str], key: str = "full") -> str:
@@ -163,8 +169,7 @@ def motion_table(results: dict, motions: list[str], key: str = "full") -> str:
             "jitter (px)", "median amount"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for motion in (m for m in motions if m in results.get(key, {})):
-        cell, gain = results[key][motion], _gain(results, key, motion)
-        floor = results["untrained"][motion]["accuracy"] if gain is not None else None
+        cell, floor, gain = results[key][motion], _floor(results, motion), _gain(results, key, motion)
         row = [motion, f"**{cell['accuracy']:.0%}**", "–" if floor is None else f"{floor:.0%}",
                "–" if gain is None else f"{gain * 100:+.0f}", f"{cell['colour']:.0%}", f"{cell['shape']:.0%}",
                f"{cell['iou']:.2f}", f"{cell['jitter']:.2f}", f"{cell.get('amount', float('nan')):.2f}"]
