@@ -234,6 +234,7 @@ def preflight(settings: dict[str, Any], config: TrainConfig) -> None:
                 img.verify()
         except OSError as err:
             raise TrainSetupError(f"--validation-image {image}: not a readable picture ({type(err).__name__})") from None
+    model_family(settings["model_family"]).check(settings)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -358,13 +359,16 @@ def sd1_noise_scheduler(base: Path) -> Any:
 class ModelFamily:
     """The models one kind of base brings to training, each built only when needed (so the text encoder can
     be freed before the VAE is loaded): ``text_encoder(settings, device)``, ``codec(settings, device)``
-    (:data:`Codec`), ``base_unet(base) -> (config, 2-D state dict)`` on the CPU in fp32, and
-    ``noise_scheduler(base)`` (``None``: the SD-1.x training schedule)."""
+    (:data:`Codec`), ``base_unet(base) -> (config, 2-D state dict)`` on the CPU in fp32,
+    ``noise_scheduler(base)`` (``None``: the SD-1.x training schedule), and ``check(settings)``, run by
+    :func:`preflight` before any clip is decoded, which raises :class:`TrainSetupError` for settings the family
+    cannot use."""
 
     text_encoder: Callable[[dict[str, Any], torch.device], TextEncoder]
     codec: Callable[[dict[str, Any], torch.device], Codec]
     base_unet: Callable[[Path], tuple[dict[str, Any], dict[str, torch.Tensor]]]
     noise_scheduler: Callable[[Path], Any]
+    check: Callable[[dict[str, Any]], None] = lambda settings: None
 
 
 #: ``--model-family``: ``sd1`` (diffusers VAE, CLIP text encoder) or ``toy`` (:mod:`lamp_model.toy.train_preset`,

@@ -102,6 +102,17 @@ def test_preset_trains_like_stage_2_and_the_demo_samples_the_result(tmp_path, cl
     printed = capsys.readouterr().out
     assert "tracked motion" in printed and "translate_dx-12_dy0" in printed
     assert (tmp_path / "demo" / "translate_dx-12_dy0_a_blue_square.gif").is_file()
+    # the generic path's file does not record a spec: without --motion the demo asks for it
+    assert demo.main(["--motion-file", str(out / "motion.safetensors"), "--out", str(tmp_path / "demo")]) == 2
+    assert "give it with --motion" in capsys.readouterr().err
+
+
+def test_demo_reads_the_motion_of_a_stage_2_file(tmp_path, capsys):
+    """A stage-2 motion file records its spec, so ``--motion-file`` alone places and checks the right motion."""
+    assert demo.main(["--motion-file", str(stage2.motion_file("down")), "--steps", "2",
+                      "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    assert "tracked motion" in printed and "match 'down':" in printed.replace("matches", "match")
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
@@ -124,6 +135,9 @@ def test_clip_name_without_a_prompt_and_conflicting_prompts_are_clear_errors(tmp
     assert _train(clip_folder, tmp_path / "run", "--validation-image", "x.png") == 2
     assert "--validation-prompt" in capsys.readouterr().err
     assert _train(clip_folder, tmp_path / "run", "--vae", "some_vae") == 2
+    assert "--vae does not apply to the toy model family" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # refused up front, before the clips are looked at or decoded
+    assert _train(tmp_path / "empty", tmp_path / "run", "--vae", "some_vae") == 2
     assert "--vae does not apply to the toy model family" in capsys.readouterr().err
 
 

@@ -67,9 +67,9 @@ def first_frame(motion: str | world.MotionSpec, prompt: str, seed: int, image: P
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m lamp_model demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--motion", default="right", type=lambda text: ALL if text == ALL else motion_arg(text),
-                    help=f"the learned motion to apply: {', '.join(world.MOTIONS)}, '{ALL}' (one video each), or a "
-                         "spec trained with stage 2 (e.g. translate:dx=-12,dy=0; README: Your own motion)")
+    ap.add_argument("--motion", default=None, type=lambda text: ALL if text == ALL else motion_arg(text),
+                    help=f"the learned motion to apply: {', '.join(world.MOTIONS)} (default right), '{ALL}' (one video "
+                         "each), or a spec trained with stage 2 (e.g. translate:dx=-12,dy=0; README: Your own motion)")
     ap.add_argument("--prompt", default="a blue triangle",
                     help=f"'a <colour> <shape>'; colours: {', '.join(world.COLOURS)}; shapes: {', '.join(world.SHAPES)}")
     ap.add_argument("--image", type=Path, default=None, help="use this picture as the first frame (resized to 32x32)")
@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the toy weights")
     ap.add_argument("--motion-file", type=Path, default=None,
                     help="a motion file of your own (e.g. runs/left/motion.safetensors from `python -m lamp_model "
-                         "train --preset toy`) instead of <weights>/motion_<name>.safetensors; --motion still names "
-                         "the motion the tracker checks")
+                         "train --preset toy`) instead of <weights>/motion_<name>.safetensors; --motion names "
+                         "the motion it learned (which places the first frame and is what the tracker checks; "
+                         "read from the file when stage 2 wrote it)")
     ap.add_argument("--frames", type=int, default=world.FRAMES,
                     help=f"video length (default {world.FRAMES}, what the motions were trained on; more makes a "
                          "long video, e.g. 64)")
@@ -102,6 +103,8 @@ def _demo(args: argparse.Namespace) -> int:
     as_float("--guidance", args.guidance, 0.0, hint=f"the toy default is {TOY_GUIDANCE}")
     as_int("--seed", args.seed, 0)
     as_int("--frames", args.frames, 2, 1024, hint=f"the motions were trained on {world.FRAMES}")
+    if args.motion is None:
+        args.motion = world.motion_spec("right") if args.motion_file is None else _file_motion(args.motion_file)
     motions = [world.motion_spec(m) for m in world.MOTIONS] if args.motion == ALL else [args.motion]
     if args.motion == ALL and args.motion_file is not None:
         raise ValueError("--motion-file animates one motion: give it with --motion <the motion it learned>, not all")
@@ -165,6 +168,19 @@ def _motion_file(path: Path | None) -> Path | None:
         raise FileNotFoundError(f"--motion-file {path}: no such .safetensors file; give the motion.safetensors a "
                                 "training run wrote (python -m lamp_model train --preset toy ... --output-dir DIR)")
     return path
+
+
+def _file_motion(path: Path) -> world.MotionSpec:
+    """The motion a ``--motion-file`` learned, from the spec toy stage 2 records in it (``toy_motion_spec``); a
+    file without one (e.g. from ``train --preset toy``) is a clear error asking for ``--motion``."""
+    from ..weights import read_motion
+
+    text = read_motion(_motion_file(path))[1].get("toy_motion_spec")
+    if not text:
+        raise ValueError(f"--motion-file {path}: the file does not say which motion it learned; give it with --motion "
+                         "(e.g. --motion translate:dx=-12,dy=0), which places the first frame so the motion fits and "
+                         "is what the tracker checks")
+    return world.motion_spec(text)
 
 
 def _report_long(video: torch.Tensor, shape: str, motion: world.MotionSpec, plan) -> None:

@@ -41,11 +41,13 @@ def _text_encoder(settings: dict[str, Any], device: torch.device) -> TextEncoder
     return encode
 
 
-def _codec(settings: dict[str, Any], device: torch.device) -> Codec:
+def _check(settings: dict[str, Any]) -> None:
     if settings["vae"]:
         raise TrainSetupError("--vae does not apply to the toy model family: its codec (lamp_model.toy.codec) is a "
                               "fixed projection without weights; leave --vae out")
 
+
+def _codec(settings: dict[str, Any], device: torch.device) -> Codec:
     def encode(pixels: torch.Tensor) -> torch.Tensor:  # [-1, 1] pixels, as the generic loader gives them
         return codec.encode((pixels.cpu() + 1) / 2)
 
@@ -57,4 +59,4 @@ def _codec(settings: dict[str, Any], device: torch.device) -> Codec:
 
 #: The toy world's models for the generic trainer (``--model-family toy``).
 TOY_FAMILY = ModelFamily(text_encoder=_text_encoder, codec=_codec, base_unet=load_base_file,
-                         noise_scheduler=lambda base: default_noise_scheduler())
+                         noise_scheduler=lambda base: default_noise_scheduler(), check=_check)
