@@ -10,7 +10,7 @@ cd "$root"
 # an OMP_NUM_THREADS you set wins.
 if [ -z "${OMP_NUM_THREADS:-}" ]; then
   cores="$(nproc 2>/dev/null || echo 1)"
-  busy="$(awk '{ printf "%d", $1 + 0.999 }' /proc/loadavg 2>/dev/null || echo 0)"
+  busy="$(awk '{ printf "%d", $1 + 0.5 }' /proc/loadavg 2>/dev/null || echo 0)"  # 1-min load, rounded
   threads=$(( cores - busy ))
   if [ "$threads" -lt 1 ]; then threads=1; fi
   export OMP_NUM_THREADS="$threads"

@@ -88,7 +88,7 @@ def get_unet(motion: str | world.MotionSpec, key: str, weights_dir: Path, work: 
         trainer = train_motion(motion, weights_dir, log=log, **variant.train)
         path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_motion(path)
-        log(f"  trained {key} for {motion} in {clock():.0f} s -> {path}")
+        log(f"  trained {key} for {world.motion_spec(motion).name} in {clock():.0f} s -> {path}")
     return load_motion_unet(path, weights_dir)
 
 
