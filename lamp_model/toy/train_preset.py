@@ -42,6 +42,7 @@ def _text_encoder(settings: dict[str, Any], device: torch.device) -> TextEncoder
 
 
 def _check(settings: dict[str, Any]) -> None:
+    """Refuse, before any clip is read, what the toy family cannot use: a VAE."""
     if settings["vae"]:
         raise TrainSetupError("--vae does not apply to the toy model family: its codec (lamp_model.toy.codec) is a "
                               "fixed projection without weights; leave --vae out")
