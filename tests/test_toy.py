@@ -127,6 +127,35 @@ def test_missing_weights_error_names_the_fix(tmp_path):
         stage3.load_motion_unet("right", tmp_path)
 
 
+@pytest.mark.slow
+def test_build_weights_jobs_trains_motions_in_parallel_processes_with_the_same_result(tmp_path, capsys):
+    """``build_weights --jobs 2`` runs stage 2 as two processes and writes the tensors one process writes;
+    a motion whose process fails is named, with the command that reruns it, and the exit code is 1."""
+    from safetensors.torch import load_file
+
+    from lamp_model.toy import stage1
+    from lamp_model.toy.models import save_base
+
+    unet2d, te = stage1.train_base(steps=2, n_stills=8, batch=4, config=TINY_TOY_UNET, log=lambda *_: None)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        save_base(d, unet2d, te, {"steps": 2})
+    common = ["--skip-stage1", "--motions", "right", "down", "--stage2-steps", "2"]
+    assert build_weights.main([*common, "--out", str(one)]) == 0
+    assert build_weights.main([*common, "--out", str(two), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 2 [right]: started as its own process" in out and "stage 2 [down]: done in" in out
+    for name in ("motion_right.safetensors", "motion_down.safetensors"):
+        a, b = load_file(str(one / name)), load_file(str(two / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    (two / BASE_FILE).write_bytes(b"not a safetensors file")
+    assert build_weights.main([*common, "--out", str(two), "--jobs", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "stage 2 [right]: FAILED" in out
+    assert "error: stage 2 failed for right, down" in out and "--skip-stage1 --motions right down" in out
+
+
 # ------------------------------------------------------------------------------------------ shipped weights
 shipped = pytest.mark.skipif(not (WEIGHTS_DIR / BASE_FILE).is_file(), reason="toy weights not built")
 

@@ -1,17 +1,21 @@
 """Regenerate the shipped toy weights: stage 1, then stage 2 for every motion.
 
-``python -m lamp_model.toy.build_weights [--out DIR] [--motions right down grow rotate]``
+``python -m lamp_model.toy.build_weights [--out DIR] [--motions right down grow rotate] [--jobs 2]``
 
 Writes ``base_unet.safetensors``, ``text_encoder.safetensors`` and ``motion_<name>.safetensors`` (fp16)
 into ``--out`` (default: ``lamp_model/toy/weights``, the folder the demo reads), printing each stage's
 runtime and the total size (the shipped set must stay under 15 MB). Deterministic for a given seed and
-torch build. CPU budget, one thread per process: stage 1 (3000 steps) about 40 min, stage 2 about
-25 min per motion at 1500 steps (rotate 3000: about 50 min); about 3 h in one process, under 2 h when the
-motions run as parallel processes (``python -m lamp_model.toy.stage2 --motion NAME``, one per core).
+torch build and thread count. ``--jobs N`` trains up to N motions at once as separate
+``python -m lamp_model.toy.stage2`` processes on one torch thread each (one per core; more processes than
+cores only slow each other down). The CPU budget is in the README's toy runtimes.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from . import stage1, stage2, world
@@ -28,8 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage2-steps", type=int, default=None,
                     help="stage-2 steps for every motion (default: stage2.TOY_STEPS, per motion)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="stage-2 motions trained at once, one process each")
     ap.add_argument("--skip-stage1", action="store_true", help="keep the stage-1 weights already in --out")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be 1 or more, got {args.jobs}")
     total = Stopwatch()
     if not args.skip_stage1:
         clock = Stopwatch()
@@ -39,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stage 1: {clock():.0f} s")
         scores = stage1.evaluate_base(*load_base(args.out), seed=args.seed)
         print(f"stage 1: requested colour {scores['colour']:.0%}, shape {scores['shape']:.0%} (n={scores['n']})")
-    for motion in args.motions:
-        clock = Stopwatch()
-        trainer = stage2.train_motion(motion, args.out, args.stage2_steps, seed=args.seed)
-        trainer.save_motion(stage2.motion_file(motion, args.out))
-        print(f"stage 2 [{motion}]: {clock():.0f} s")
+    failed = _train_motions(args.motions, args.out, args.stage2_steps, args.seed, args.jobs)
+    if failed:
+        print(f"error: stage 2 failed for {', '.join(failed)} (its log is above); rerun it with "
+              f"python -m lamp_model.toy.build_weights --skip-stage1 --motions {' '.join(failed)}")
+        return 1
     files = sorted(args.out.glob("*.safetensors"))
     size = sum(f.stat().st_size for f in files)
     for f in files:
@@ -53,6 +60,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the toy weights exceed {MAX_TOTAL_BYTES / 1e6:.1f} MB; shrink the model before shipping")
         return 1
     return 0
+
+
+def _train_motions(motions: list[str], out: Path, steps: int | None, seed: int, jobs: int) -> list[str]:
+    """Stage 2 for each motion: in this process when ``jobs`` is 1, else as up to ``jobs`` stage-2 processes at
+    once (each on one torch thread, their logs interleaved); returns the motions whose process failed."""
+    if jobs == 1:
+        for motion in motions:
+            clock = Stopwatch()
+            trainer = stage2.train_motion(motion, out, steps, seed=seed)
+            trainer.save_motion(stage2.motion_file(motion, out))
+            print(f"stage 2 [{motion}]: {clock():.0f} s")
+        return []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[2]  # the folder that holds lamp_model/, for ``-m``
+    pending, running, failed = list(motions), {}, []
+    while pending or running:
+        while pending and len(running) < jobs:
+            motion = pending.pop(0)
+            cmd = [sys.executable, "-u", "-m", "lamp_model.toy.stage2", "--motion", motion,
+                   "--base", str(out.resolve()), "--seed", str(seed), *(["--steps", str(steps)] if steps else [])]
+            running[motion] = (subprocess.Popen(cmd, env=env, cwd=root), Stopwatch())
+            print(f"stage 2 [{motion}]: started as its own process", flush=True)
+        time.sleep(2)
+        for motion, (proc, clock) in list(running.items()):
+            if proc.poll() is not None:
+                del running[motion]
+                print(f"stage 2 [{motion}]: {'done' if proc.returncode == 0 else 'FAILED'} in {clock():.0f} s", flush=True)
+                if proc.returncode != 0:
+                    failed.append(motion)
+    return [m for m in motions if m in failed]  # in the order asked, whichever failed first
 
 
 if __name__ == "__main__":

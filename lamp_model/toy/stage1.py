@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.stage1", description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=STAGE1_STEPS)
     ap.add_argument("--stills", type=int, default=16384)
+    ap.add_argument("--batch", type=int, default=32, help="stills per training step")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the shipped one)")
     ap.add_argument("--eval-only", action="store_true", help="only measure the base weights already in --out")
@@ -109,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     clock = Stopwatch()
     if not args.eval_only:
-        unet, text_encoder = train_base(args.steps, args.stills, seed=args.seed)
-        save_base(args.out, unet, text_encoder, {"steps": args.steps, "stills": args.stills, "seed": args.seed,
+        unet, text_encoder = train_base(args.steps, args.stills, batch=args.batch, seed=args.seed)
+        save_base(args.out, unet, text_encoder, {"steps": args.steps, "stills": args.stills, "batch": args.batch,
+                                                 "seed": args.seed,
                                                  "train_seconds": round(clock())})
         print(f"stage 1: trained {args.steps} steps in {clock():.0f} s -> {args.out}")
     unet, text_encoder = load_base(args.out)  # measure what was saved (fp16 on disk)
