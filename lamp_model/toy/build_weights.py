@@ -15,11 +15,11 @@ import argparse
 import os
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import stage1, stage2, world
-from .models import STAGE1_STEPS, WEIGHTS_DIR, Stopwatch, load_base, save_base
+from .models import STAGE1_STEPS, WEIGHTS_DIR, Stopwatch, load_base
 
 MAX_TOTAL_BYTES = 15_000_000
 
@@ -39,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--jobs must be 1 or more, got {args.jobs}")
     total = Stopwatch()
     if not args.skip_stage1:
-        clock = Stopwatch()
-        unet, text_encoder = stage1.train_base(args.stage1_steps, seed=args.seed)
-        save_base(args.out, unet, text_encoder, {"steps": args.stage1_steps, "seed": args.seed,
-                                                 "train_seconds": round(clock())})
-        print(f"stage 1: {clock():.0f} s")
+        print(f"stage 1: {stage1.train_and_save(args.out, args.stage1_steps, seed=args.seed):.0f} s")
         scores = stage1.evaluate_base(*load_base(args.out), seed=args.seed)
         print(f"stage 1: requested colour {scores['colour']:.0%}, shape {scores['shape']:.0%} (n={scores['n']})")
     failed = _train_motions(args.motions, args.out, args.stage2_steps, args.seed, args.jobs)
@@ -74,22 +70,19 @@ def _train_motions(motions: list[str], out: Path, steps: int | None, seed: int, 
         return []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     root = Path(__file__).resolve().parents[2]  # the folder that holds lamp_model/, for ``-m``
-    pending, running, failed = list(motions), {}, []
-    while pending or running:
-        while pending and len(running) < jobs:
-            motion = pending.pop(0)
-            cmd = [sys.executable, "-u", "-m", "lamp_model.toy.stage2", "--motion", motion,
-                   "--base", str(out.resolve()), "--seed", str(seed), *(["--steps", str(steps)] if steps else [])]
-            running[motion] = (subprocess.Popen(cmd, env=env, cwd=root), Stopwatch())
-            print(f"stage 2 [{motion}]: started as its own process", flush=True)
-        time.sleep(2)
-        for motion, (proc, clock) in list(running.items()):
-            if proc.poll() is not None:
-                del running[motion]
-                print(f"stage 2 [{motion}]: {'done' if proc.returncode == 0 else 'FAILED'} in {clock():.0f} s", flush=True)
-                if proc.returncode != 0:
-                    failed.append(motion)
-    return [m for m in motions if m in failed]  # in the order asked, whichever failed first
+
+    def run(motion: str) -> int:
+        cmd = [sys.executable, "-u", "-m", "lamp_model.toy.stage2", "--motion", motion,
+               "--base", str(out.resolve()), "--seed", str(seed), *(["--steps", str(steps)] if steps else [])]
+        clock = Stopwatch()
+        print(f"stage 2 [{motion}]: started as its own process", flush=True)
+        code = subprocess.run(cmd, env=env, cwd=root).returncode
+        print(f"stage 2 [{motion}]: {'done' if code == 0 else 'FAILED'} in {clock():.0f} s", flush=True)
+        return code
+
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(run, motions))
+    return [m for m, code in zip(motions, codes) if code]
 
 
 if __name__ == "__main__":

@@ -98,6 +98,16 @@ def evaluate_base(unet: torch.nn.Module, text_encoder: ToyTextEncoder, per_pair:
             "n": len(pairs)}
 
 
+def train_and_save(out: Path, steps: int = STAGE1_STEPS, n_stills: int = 16384, batch: int = 32, seed: int = 0) -> float:
+    """:func:`train_base`, then the weights into ``out`` with the training settings and runtime as metadata;
+    returns the seconds it took (stage 1 of both this CLI and ``build_weights``)."""
+    clock = Stopwatch()
+    unet, text_encoder = train_base(steps, n_stills, batch=batch, seed=seed)
+    save_base(out, unet, text_encoder, {"steps": steps, "stills": n_stills, "batch": batch, "seed": seed,
+                                        "train_seconds": round(clock())})
+    return clock()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lamp_model.toy.stage1", description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=STAGE1_STEPS)
@@ -110,11 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     clock = Stopwatch()
     if not args.eval_only:
-        unet, text_encoder = train_base(args.steps, args.stills, batch=args.batch, seed=args.seed)
-        save_base(args.out, unet, text_encoder, {"steps": args.steps, "stills": args.stills, "batch": args.batch,
-                                                 "seed": args.seed,
-                                                 "train_seconds": round(clock())})
-        print(f"stage 1: trained {args.steps} steps in {clock():.0f} s -> {args.out}")
+        seconds = train_and_save(args.out, args.steps, args.stills, args.batch, args.seed)
+        print(f"stage 1: trained {args.steps} steps in {seconds:.0f} s -> {args.out}")
     unet, text_encoder = load_base(args.out)  # measure what was saved (fp16 on disk)
     t0 = clock()
     scores = evaluate_base(unet, text_encoder, seed=args.seed)
