@@ -173,39 +173,39 @@ def test_shipped_weights_are_small():
 @shipped
 @pytest.mark.parametrize("motion", ["right", "down"])
 def test_shipped_weights_move_an_unseen_shape(motion):
-    """Two first frames never seen with this motion, 10 DDIM steps: the tracked centroid moves the right
-    way by roughly the trained 12 px, and barely sideways."""
+    """Four first frames never seen with this motion, 10 DDIM steps: at least three of the four videos pass
+    the tracker's criterion (moved the right way by 6..18 px of the trained 12, at most 3 px sideways, no
+    jump). Not all four: the README's toy results measure 85-90 % on 20 frames, the misses mostly bars."""
     from lamp_model.toy import stage3
     from lamp_model.toy.models import load_text_encoder
 
-    scenes = world.unseen_first_frames(motion, 2, seed=7)
+    scenes = world.unseen_first_frames(motion, 4, seed=7)
     video = stage3.animate(stage3.load_motion_unet(motion, WEIGHTS_DIR), load_text_encoder(WEIGHTS_DIR),
                            world.render(scenes), [s.caption for s in scenes], options=stage3.SamplingOptions(steps=10))
-    for v, s in zip(video, scenes):
-        tr = tracking.track(v, s.shape)
-        along, sideways = (tr.cx, tr.cy) if motion == "right" else (tr.cy, tr.cx)
-        assert 6 <= along[-1] - along[0] <= 18, f"{s.caption}: moved {along[-1] - along[0]:.1f} px"
-        assert abs(sideways[-1] - sideways[0]) <= 4
-        assert np.all(np.diff(along) > -1.5)  # no jumping back
+    tracks = [tracking.track(v, s.shape) for v, s in zip(video, scenes)]
+    passed = [tracking.motion_ok(tr, motion) for tr in tracks]
+    assert sum(passed) >= 3, [(s.caption, round(tr.cx[-1] - tr.cx[0], 1), round(tr.cy[-1] - tr.cy[0], 1))
+                              for s, tr in zip(scenes, tracks)]
 
 
 @shipped
-def test_shipped_grow_weights_grow_unless_adain_pulls_them_back():
-    """Four unseen first frames, 10 DDIM steps: without the latent AdaIN the shipped 'grow' motion
-    roughly doubles the object's area (trained x3.24); with it, every frame keeps frame 0's colour
-    statistics and the area stays put (the README's toy results measure this on 20 frames)."""
+def test_shipped_grow_weights_grow_unless_the_official_colour_passes_pull_them_back():
+    """Four unseen first frames, 10 DDIM steps: with the colour consistency over static pixels the shipped
+    'grow' motion at least doubles the object's area (trained x3.24); with the official whole-frame AdaIN
+    and histogram matching, every frame keeps frame 0's colour statistics and the area stays put (the
+    README's toy results measure this on 20 frames)."""
     from lamp_model.toy import stage3
     from lamp_model.toy.models import load_text_encoder
 
     scenes = world.unseen_first_frames("grow", 4, seed=7)
     unet, text = stage3.load_motion_unet("grow", WEIGHTS_DIR), load_text_encoder(WEIGHTS_DIR)
     ratios = {}
-    for adain in (False, True):
+    for colour in ("static", "official"):
         video = stage3.animate(unet, text, world.render(scenes), [s.caption for s in scenes],
-                               options=stage3.SamplingOptions(steps=10, adain=adain))
-        ratios[adain] = [tracking.motion_amount(tracking.track(v, s.shape), "grow") for v, s in zip(video, scenes)]
-    assert np.median(ratios[False]) >= 1.8, ratios
-    assert max(ratios[True]) < 1.3, ratios
+                               options=stage3.SamplingOptions(steps=10, color_consistency=colour))
+        ratios[colour] = [tracking.motion_amount(tracking.track(v, s.shape), "grow") for v, s in zip(video, scenes)]
+    assert np.median(ratios["static"]) >= 1.8, ratios
+    assert max(ratios["official"]) < 1.3, ratios
 
 
 def test_demo_reports_bad_prompt(capsys):

@@ -8,7 +8,7 @@
 2. One-clip tuning from the stage-1 base with the engine's trainer and the ``editing`` preset
    (:data:`lamp_model.train.PRESETS`: stride 2, 500 steps), at the toy's learning rate and without flips.
 3. :func:`lamp_model.ddim_invert` of the 16 source frames (empty prompt, 50 steps), then
-   :func:`lamp_model.editing.edit_video` (cfg 12.5, AdaIN) + histogram matching, with
+   :func:`lamp_model.editing.edit_video` (``--guidance``, the toy's 5 by default; AdaIN) + histogram matching, with
    the source's own first frame (reconstruction) and with recoloured / reshaped first frames.
 4. The tracker (:mod:`lamp_model.toy.tracking`) measures the object's path in every video against the source's,
    and its colour and shape. Baselines: shared noise instead of the inversion, and the untuned inflated UNet.
@@ -38,7 +38,7 @@ from ..weights import save_motion
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
 from .stage2 import TOY_LR
-from .stage3 import TOY_GUIDANCE, load_motion_unet, save_video
+from .stage3 import OFFICIAL_GUIDANCE, TOY_GUIDANCE, load_motion_unet, save_video
 
 SOURCE_FRAMES = 33
 EDIT_FRAMES = 16
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=PRESETS["editing"]["steps"], help="one-clip tuning steps (500)")
     ap.add_argument("--steps", type=int, default=EDIT_STEPS, help="DDIM steps, inversion and sampling (50)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[TOY_GUIDANCE],
-                    help="classifier-free guidance scale(s) (official 12.5)")
+                    help=f"classifier-free guidance scale(s) (the toy's {TOY_GUIDANCE:g}; official {OFFICIAL_GUIDANCE:g})")
     ap.add_argument("--motion", type=Path, default=None,
                     help="a tuned motion file of an earlier run (<out>/source_motion.safetensors): skip the tuning")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         as_int("--train-steps", args.train_steps, 1, hint="the editing preset uses 500")
         as_int("--steps", args.steps, 1, 1000, hint="official 50")
         for cfg in args.guidance:
-            as_float("--guidance", cfg, 0.0, hint="official 12.5")
+            as_float("--guidance", cfg, 0.0, hint=f"the toy's default is {TOY_GUIDANCE:g}")
         if args.motion is not None and not args.motion.is_file():
             raise FileNotFoundError(f"--motion {args.motion}: no such file; give the source_motion.safetensors of "
                                     "an earlier run, or leave --motion out to tune one")

@@ -39,7 +39,7 @@ from ..train import unet_for_training
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_base_parts, load_text_encoder
 from .stage2 import motion_arg, train_motion
-from .stage3 import SamplingOptions, animate, load_motion_unet
+from .stage3 import OFFICIAL_GUIDANCE, TOY_GUIDANCE, SamplingOptions, animate, load_motion_unet
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ VARIANTS = {
     "no_hist": Variant("no histogram matching (AdaIN kept)", sampling={"histogram": False}),
     "static_color": Variant("colour consistency over static pixels (AdaIN + histogram)",
                             sampling={"color_consistency": "static"}),
-    "cfg5": Variant("guidance 5 instead of the official 12.5", sampling={"guidance_scale": 5.0}),
+    "official_cfg": Variant(f"the official guidance {OFFICIAL_GUIDANCE:g} instead of the toy's {TOY_GUIDANCE:g}",
+                            sampling={"guidance_scale": OFFICIAL_GUIDANCE}),
     "untrained": Variant("untrained motion layers (stage-1 UNet inflated)", source="untrained"),
     "ground_truth": Variant("ground-truth clips (tracker check)", source="ground_truth"),
 }

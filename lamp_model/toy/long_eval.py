@@ -37,7 +37,7 @@ import torch
 from ..long_video import plan_long_video
 from . import codec, tracking, world
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
-from .stage3 import TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
+from .stage3 import TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
 
 FRAMES = 64
 MOTIONS = ("right", "down")
@@ -157,7 +157,7 @@ def summarise(per_video: list[dict]) -> dict:
 
 def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, seed: int = 0,
              strips: Path | None = None, steps: int = TOY_SAMPLING_STEPS, cache: Path | None = None,
-             log=print) -> dict:
+             guidance: float = TOY_GUIDANCE, log=print) -> dict:
     text_encoder = load_text_encoder(weights_dir)
     results: dict[str, dict] = {r: {} for r in rows}
     for motion in motions:
@@ -167,15 +167,15 @@ def evaluate(motions: list[str], rows: list[str], n: int, weights_dir: Path, see
         unet = load_motion_unet(motion, weights_dir)
         for key in rows:
             row, clock = ROWS[key], Stopwatch()
-            cached = None if cache is None else cache / f"{motion}_{key}_n{n}_s{steps}_seed{seed}.pt"
+            cached = None if cache is None else cache / f"{motion}_{key}_n{n}_s{steps}_g{guidance:g}_seed{seed}.pt"
             if cached is not None and cached.is_file():
                 videos = torch.load(cached, weights_only=True).float() / 255
             elif row.source == "ground_truth":
                 videos = torch.stack([codec.decode(codec.encode(world.render(continued(s, motion), height, width)))
                                       for s in scenes])
             else:
-                options = SamplingOptions(steps=steps, frames=row.frames, long_strategy=row.strategy,
-                                          long_options=row.options)
+                options = SamplingOptions(steps=steps, guidance_scale=guidance, frames=row.frames,
+                                          long_strategy=row.strategy, long_options=row.options)
                 videos = animate(unet, text_encoder, first, [s.caption for s in scenes], seed=seed, options=options)
             if cached is not None and not cached.is_file():
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=6, help="unseen first frames per motion")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps (toy default 20)")
+    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help=f"classifier-free guidance (toy {TOY_GUIDANCE:g})")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--strips", type=Path, default=None, help="also write the first video of each cell here")
     ap.add_argument("--cache", type=Path, default=None, help="keep / reuse the sampled videos in this folder")
@@ -234,14 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         return 0
     clock = Stopwatch()
-    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips, args.steps, args.cache)
+    results = evaluate(args.motions, args.rows, args.n, args.weights, args.seed, args.strips, args.steps, args.cache,
+                       args.guidance)
     print()
     print(table(results))
     print(f"\nlong_eval: {args.n} unseen first frames per motion, total {clock():.0f} s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "steps": args.steps, "results": results},
-                                        indent=1))
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "steps": args.steps,
+                                         "guidance": args.guidance, "results": results}, indent=1))
     return 0
 
 

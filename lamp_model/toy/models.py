@@ -41,8 +41,8 @@ TOY_UNET_CONFIG: dict[str, Any] = {
     "cross_attention_dim": EMBED_DIM, "norm_num_groups": 8,
 }
 #: Stage-1 training steps (batch 32): 6000 steps of this 3.3M-parameter UNet take about 95 min on one CPU thread
-#: (0.95 s/step beside another process) and draw the requested shape in 96 % of drawings (n = 160); 3000 steps
-#: (the base shipped until its motions are retrained) 75 %. The earlier 2-level 32/64 UNet (0.8M) drew it in
+#: (0.95 s/step beside another process) and draw the requested shape in 96 % of drawings (n = 160; the shipped
+#: base); 3000 steps (the base shipped before) 75 %. The earlier 2-level 32/64 UNet (0.8M) drew it in
 #: 46 % after 4000 steps, a 3-level 32/64/64 one (1.5M) in 44-50 % after 3600.
 STAGE1_STEPS = 6000
 
