@@ -7,8 +7,8 @@
 
 Renders a first frame of the prompt (or takes ``--image``, resized to 32x32), animates it with the
 learned motion through the engine's real sampler (shared noise, pinned frame 0, AdaIN, DDIM with
-the toy's guidance 5, official 12.5) and histogram matching, and writes an animated GIF (or WebP / MP4) and a side-by-side
-strip PNG, both upscaled 4x. Nothing is downloaded: the tiny stage-1 UNet, its text encoder and one
+the toy's guidance 5, official 12.5) and histogram matching, and writes an animated GIF (or WebP / MP4)
+and a side-by-side strip PNG, both upscaled 4x. Nothing is downloaded: the tiny stage-1 UNet, its text encoder and one
 motion file per motion live in ``lamp_model/toy/weights`` (``python -m lamp_model.toy.build_weights``
 regenerates them). Prints the paths, what the tracker measured, and the time taken.
 
@@ -32,7 +32,8 @@ from . import tracking, world
 from .long_eval import long_canvas, score_video
 from .models import WEIGHTS_DIR, Stopwatch, load_text_encoder
 from .stage2 import motion_arg
-from .stage3 import OFFICIAL_GUIDANCE, TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate, load_motion_unet, save_video
+from .stage3 import (OFFICIAL_GUIDANCE, TOY_GUIDANCE, TOY_SAMPLING_STEPS, SamplingOptions, animate,
+                     load_motion_unet, save_video)
 
 #: ``--motion all``: one video per shipped motion (what ``bash scripts/demo.sh`` renders without arguments).
 ALL = "all"
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("lamp_demo"), help="output folder (default: ./lamp_demo)")
     ap.add_argument("--format", default="gif", choices=["gif", "webp", "mp4"])
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps")
-    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help=f"classifier-free guidance (the toy's {TOY_GUIDANCE:g}; official {OFFICIAL_GUIDANCE:g})")
+    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE,
+                    help=f"classifier-free guidance (the toy's {TOY_GUIDANCE:g}; official {OFFICIAL_GUIDANCE:g})")
     ap.add_argument("--no-adain", action="store_true",
                     help="skip the latent AdaIN (histogram matching kept; ablation)")
     ap.add_argument("--color-consistency", default=AUTO, choices=[AUTO, *COLOR_CONSISTENCY],

@@ -8,8 +8,8 @@
 2. One-clip tuning from the stage-1 base with the engine's trainer and the ``editing`` preset
    (:data:`lamp_model.train.PRESETS`: stride 2, 500 steps), at the toy's learning rate and without flips.
 3. :func:`lamp_model.ddim_invert` of the 16 source frames (empty prompt, 50 steps), then
-   :func:`lamp_model.editing.edit_video` (``--guidance``, the toy's 5 by default; AdaIN) + histogram matching, with
-   the source's own first frame (reconstruction) and with recoloured / reshaped first frames.
+   :func:`lamp_model.editing.edit_video` (``--guidance``, the toy's 5 by default; AdaIN) + histogram
+   matching, with the source's own first frame (reconstruction) and with recoloured / reshaped first frames.
 4. The tracker (:mod:`lamp_model.toy.tracking`) measures the object's path in every video against the source's,
    and its colour and shape. Baselines: shared noise instead of the inversion, and the untuned inflated UNet.
 
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=PRESETS["editing"]["steps"], help="one-clip tuning steps (500)")
     ap.add_argument("--steps", type=int, default=EDIT_STEPS, help="DDIM steps, inversion and sampling (50)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[TOY_GUIDANCE],
-                    help=f"classifier-free guidance scale(s) (the toy's {TOY_GUIDANCE:g}; official {OFFICIAL_GUIDANCE:g})")
+                    help=f"classifier-free guidance scale(s) (the toy's {TOY_GUIDANCE:g}; "
+                         f"official {OFFICIAL_GUIDANCE:g})")
     ap.add_argument("--motion", type=Path, default=None,
                     help="a tuned motion file of an earlier run (<out>/source_motion.safetensors): skip the tuning")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)

@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=6, help="unseen first frames per motion")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=TOY_SAMPLING_STEPS, help="DDIM steps (toy default 20)")
-    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE, help=f"classifier-free guidance (toy {TOY_GUIDANCE:g})")
+    ap.add_argument("--guidance", type=float, default=TOY_GUIDANCE,
+                    help=f"classifier-free guidance (toy default {TOY_GUIDANCE:g})")
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--strips", type=Path, default=None, help="also write the first video of each cell here")
     ap.add_argument("--cache", type=Path, default=None, help="keep / reuse the sampled videos in this folder")
