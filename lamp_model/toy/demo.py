@@ -8,8 +8,8 @@
 Renders a first frame of the prompt (or takes ``--image``, resized to 32x32), animates it with the
 learned motion through the engine's real sampler (shared noise, pinned frame 0, AdaIN, DDIM with
 the toy's guidance 5, official 12.5) and histogram matching, and writes an animated GIF (or WebP / MP4)
-and a side-by-side strip PNG, both upscaled 4x. Nothing is downloaded: the tiny stage-1 UNet, its text encoder and one
-motion file per motion live in ``lamp_model/toy/weights`` (``python -m lamp_model.toy.build_weights``
+and a side-by-side strip PNG, both upscaled 4x. Nothing is downloaded: the tiny stage-1 UNet, its text
+encoder and one motion file per motion live in ``lamp_model/toy/weights`` (``python -m lamp_model.toy.build_weights``
 regenerates them). Prints the paths, what the tracker measured, and the time taken.
 
 With ``--frames`` above 16 the video is a long one (:mod:`lamp_model.long_video`, ``--long-strategy``):
