@@ -1,4 +1,4 @@
-"""Toy motion benchmark: does LAMP learn a motion from 8 clips, and what do its parts contribute?
+"""Toy motion benchmark: does LAMP learn a motion from 16 clips, and what do its parts contribute?
 
     python benchmarks/toy_motion.py [--n 24] [--motions right down grow rotate] [--work toy_runs]
 

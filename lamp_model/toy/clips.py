@@ -1,6 +1,6 @@
 """``python -m lamp_model.toy.clips``: render a motion's training clips to a folder the generic trainer reads.
 
-    python -m lamp_model.toy.clips --motion 'translate:dx=-12,dy=0' --out my_clips [--n 8] [--format gif]
+    python -m lamp_model.toy.clips --motion 'translate:dx=-12,dy=0' --out my_clips [--n 16] [--format gif]
     python -m lamp_model train --preset toy --videos my_clips --output-dir runs/left
 
 Writes the ``n`` clips toy stage 2 learns from (:func:`lamp_model.toy.world.training_clips`, the same
@@ -12,7 +12,7 @@ last frame-to-frame step; the generic loader follows the official rule that a cl
 exactly the 16 frames stage 2 trains on.
 
 Formats (``--format``), and how far the frames read back by :func:`lamp_model.data.read_frames` are from the
-rendered float frames (measured on the 8 clips of ``translate:dx=-12,dy=0``, 0..1 scale):
+rendered float frames (measured on 8 clips of ``translate:dx=-12,dy=0``, 0..1 scale):
 
 - ``gif`` (default, through :func:`lamp_model.video_io.write_video`): lossless for the toy's frames (they
   have far fewer than GIF's 256 colours per frame), so only the 8-bit rounding, at most 1/510 ≈ 0.002;
@@ -80,7 +80,7 @@ def round_trip_error(path: Path, frames: torch.Tensor) -> float:
     return float(np.abs(back.astype(np.float32) / 255.0 - rendered).max())
 
 
-def toy_clips(motion: str | world.MotionSpec, n: int = 8, seed: int = 0) -> list[world.Clip]:
+def toy_clips(motion: str | world.MotionSpec, n: int = world.TRAINING_CLIPS, seed: int = 0) -> list[world.Clip]:
     """The ``n`` training clips of ``motion`` (stage 2's for the same ``seed``); too many is a clear error."""
     spec = world.motion_spec(motion)
     clips = world.training_clips(spec, n, seed=seed)
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--motion", required=True, type=motion_arg,
                     help=f"{', '.join(world.MOTIONS)} or a spec such as translate:dx=-12,dy=0 (README: Your own motion)")
     ap.add_argument("--out", required=True, type=Path, help="folder for the clips (new or empty)")
-    ap.add_argument("--n", type=int, default=8, help="how many clips (default 8, as stage 2)")
+    ap.add_argument("--n", type=int, default=world.TRAINING_CLIPS,
+                    help=f"how many clips (default {world.TRAINING_CLIPS}, as stage 2)")
     ap.add_argument("--seed", type=int, default=0, help="which clips (default 0, stage 2's)")
     ap.add_argument("--format", default="gif", choices=FORMATS,
                     help="gif (default) or png frame folders: lossless; webp, mp4: lossy, to look at")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    as_int("--n", args.n, 1, 16, hint="stage 2 trains on 8")
+    as_int("--n", args.n, 1, 16, hint=f"stage 2 trains on {world.TRAINING_CLIPS}")
     as_int("--seed", args.seed, 0)
     clips = toy_clips(args.motion, args.n, args.seed)
     _check_out(args.out, set(clip_names(clips, args.format)))

@@ -3,7 +3,7 @@
 ``python -m lamp_model.toy.evaluate [--motions right down grow rotate] [--n 24] [--work toy_runs] [--json F]``
 (``--from-json F1 F2 ...`` prints one table merged from runs made in parallel, e.g. one per motion.)
 
-For each motion, ``--n`` first frames whose (shape, colour) pair was NOT among its 8 training clips are
+For each motion, ``--n`` first frames whose (shape, colour) pair was NOT among its 16 training clips are
 animated (same seeds and noise for every row) and tracked (:mod:`lamp_model.toy.tracking`):
 
 * **motion accuracy**: fraction of videos whose motion matches the pattern in direction and roughly in

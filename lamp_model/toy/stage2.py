@@ -1,12 +1,13 @@
-"""Stage 2: LAMP few-shot tuning: inflate the stage-1 UNet and learn ONE motion from 8 clips.
+"""Stage 2: LAMP few-shot tuning: inflate the stage-1 UNet and learn ONE motion from 16 clips.
 
 ``python -m lamp_model.toy.stage2 --motion right [--steps N] [--out FILE]`` (or any motion spec, e.g.
-``--motion translate:dx=-12,dy=0``, :mod:`lamp_model.toy.motions`) renders the motion's 8
-training clips (fixed (shape, colour) pairs, see :func:`lamp_model.toy.world.split_combos`), encodes
-them with the toy codec and trains with the engine's real :class:`~lamp_model.train.MotionTrainer`:
-frame 0 kept clean, one timestep per clip, loss on frames 1.. (0-indexed), only LAMP's trainable set
-(temporal convs, their gates, temporal attention, frame-0 attention queries) updated. Each clip is
-trained with its own caption ("a red circle"); no horizontal flip (it would reverse "right").
+``--motion translate:dx=-12,dy=0``, :mod:`lamp_model.toy.motions`) renders the motion's
+``world.TRAINING_CLIPS`` (16) training clips (fixed (shape, colour) pairs, see
+:func:`lamp_model.toy.world.split_combos`), encodes them with the toy codec and trains with the
+engine's real :class:`~lamp_model.train.MotionTrainer`: frame 0 kept clean, one timestep per clip, loss
+on frames 1.. (0-indexed), only LAMP's trainable set (temporal convs, their gates, temporal attention,
+frame-0 attention queries) updated. Each clip is trained with its own caption ("a red circle"); no
+horizontal flip (it would reverse "right").
 
 The ablation switches ``--temporal-conv centered|off`` and ``--no-pin`` change the UNet / loss exactly
 as the engine's ablation options do; the motion file records them in its metadata.
@@ -66,7 +67,7 @@ def motion_arg(text: str) -> world.MotionSpec:
 
 def train_motion(motion: str | world.MotionSpec, weights_dir: Path | None = None, steps: int | None = None,
                  lr: float = TOY_LR, batch_size: int = TOY_BATCH, seed: int = 0, temporal_conv: str = "causal",
-                 pin_first_frame: bool = True, n_clips: int = 8, frames: int = world.FRAMES,
+                 pin_first_frame: bool = True, n_clips: int = world.TRAINING_CLIPS, frames: int = world.FRAMES,
                  log=print) -> MotionTrainer:
     """Train one motion (a shipped name or any spec) on top of the stage-1 base in ``weights_dir`` for
     ``steps`` (default :func:`default_steps`); returns the finished trainer.
