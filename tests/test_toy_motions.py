@@ -19,9 +19,10 @@ SHIPPED = ["right", "down", "grow", "rotate"]
 #: 12 first frames ``world.unseen_first_frames(motion, 12, n_train=8)`` stacked (stage 2 trains on
 #: ``world.TRAINING_CLIPS`` = 16 clips now; the 8-clip split is kept as the reference of the renderer).
 #: Computed with the code BEFORE motions became specs (commit 390790e, where world.py had the
-#: ``if motion == ...`` chains) by the same expressions as :func:`_clip_hashes`; earlier weights were trained on those clips. The first frames (b) of grow and
-#: rotate changed on purpose later: evaluation first frames of a motion without translation are now spread
-#: over every position where it fits (``start_scene(spread=True)``), no longer within 2 px of the centre.
+#: ``if motion == ...`` chains) by the same expressions as :func:`_clip_hashes`; earlier weights were
+#: trained on those clips. The first frames (b) of grow and rotate changed on purpose later: evaluation
+#: first frames of a motion without translation are now spread over every position where it fits
+#: (``start_scene(spread=True)``), no longer within 2 px of the centre.
 REFERENCE_CLIPS = {
     "right": ("537751df6ee9ad8d", "b768bef25d49ea5b"),
     "down": ("f0f1c3376a5f0679", "edcd661fc24ebf84"),

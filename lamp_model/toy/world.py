@@ -271,7 +271,8 @@ def split_combos(motion: str | MotionSpec, seed: int = 0,
     return train, unseen
 
 
-def training_clips(motion: str | MotionSpec, n: int = TRAINING_CLIPS, seed: int = 0, frames: int = FRAMES) -> list[Clip]:
+def training_clips(motion: str | MotionSpec, n: int = TRAINING_CLIPS, seed: int = 0,
+                   frames: int = FRAMES) -> list[Clip]:
     """The ``n`` clips of ONE motion that LAMP learns from (deterministic from ``seed``)."""
     motion = motion_spec(motion)
     train, _ = split_combos(motion, seed, n)
@@ -285,9 +286,9 @@ def training_clips(motion: str | MotionSpec, n: int = TRAINING_CLIPS, seed: int 
 
 def unseen_first_frames(motion: str | MotionSpec, n: int = 24, seed: int = 0,
                         n_train: int = TRAINING_CLIPS) -> list[Scene]:
-    """``n`` first frames whose (shape, colour) pair is not among ``motion``'s ``n_train`` training clips, spread over
-    every position from which the motion still fits (``start_scene(spread=True)``), so that an object that
-    stays near the centre does not look like a motion that keeps still."""
+    """``n`` first frames whose (shape, colour) pair is not among ``motion``'s ``n_train`` training clips,
+    spread over every position from which the motion still fits (``start_scene(spread=True)``), so that an
+    object that stays near the centre does not look like a motion that keeps still."""
     motion = motion_spec(motion)
     _, unseen = split_combos(motion, seed, n_train)
     rng = np.random.default_rng([seed, 3, stream_of(motion)])
