@@ -192,20 +192,22 @@ def test_shipped_weights_move_an_unseen_shape(motion):
 def test_shipped_grow_weights_grow_unless_the_official_colour_passes_pull_them_back():
     """Four unseen first frames, 10 DDIM steps: with the colour consistency over static pixels the shipped
     'grow' motion at least doubles the object's area (trained x3.24); with the official whole-frame AdaIN
-    and histogram matching, every frame keeps frame 0's colour statistics and the area stays put (the
-    README's toy results measure this on 20 frames)."""
+    and histogram matching, every frame keeps frame 0's colour statistics, the area stays near frame 0's and
+    no video passes the grow criterion (the README's toy results measure this on 20 frames)."""
     from lamp_model.toy import stage3
     from lamp_model.toy.models import load_text_encoder
 
     scenes = world.unseen_first_frames("grow", 4, seed=7)
     unet, text = stage3.load_motion_unet("grow", WEIGHTS_DIR), load_text_encoder(WEIGHTS_DIR)
-    ratios = {}
+    ratios, passed = {}, {}
     for colour in ("static", "official"):
         video = stage3.animate(unet, text, world.render(scenes), [s.caption for s in scenes],
                                options=stage3.SamplingOptions(steps=10, color_consistency=colour))
-        ratios[colour] = [tracking.motion_amount(tracking.track(v, s.shape), "grow") for v, s in zip(video, scenes)]
+        tracks = [tracking.track(v, s.shape) for v, s in zip(video, scenes)]
+        ratios[colour] = [tracking.motion_amount(tr, "grow") for tr in tracks]
+        passed[colour] = [tracking.motion_ok(tr, "grow") for tr in tracks]
     assert np.median(ratios["static"]) >= 1.8, ratios
-    assert max(ratios["official"]) < 1.3, ratios
+    assert np.median(ratios["official"]) < 1.3 and not any(passed["official"]), ratios
 
 
 def test_demo_reports_bad_prompt(capsys):
