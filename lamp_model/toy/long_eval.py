@@ -96,7 +96,7 @@ def track_following(video: torch.Tensor, shape: str, motion: str
     length, size = arr.shape[1 + axis], world.SIZE
     pos, offsets, extra = None, [], []
     for img in arr:
-        whole = tracking.measure_frame(img, world.SYMMETRY[shape])
+        whole = tracking.measure_frame(img, world.SYMMETRY[shape], all_regions=True)
         if pos is None or not math.isfinite(pos):
             pos = whole.cx if axis else whole.cy
         lo = int(np.clip(round(pos - size / 2), 0, length - size)) if math.isfinite(pos) else 0

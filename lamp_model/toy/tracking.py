@@ -7,7 +7,10 @@ learned model, so the measurement cannot share a blind spot with the model it me
    backgrounds alike) fitted by least squares to the 2-pixel border ring, refitted once without outliers.
 2. The object colour is the mean of the pixels farthest from that background (the object's core).
 3. Coverage ``alpha`` of each pixel is the linear unmixing of background and object colour (exact for
-   the renderer's anti-aliased edges), zero below a noise floor.
+   the renderer's anti-aliased edges), zero below a noise floor, and zero outside the largest 8-connected
+   region of covered pixels: specks that post-processing scatters over the background (histogram
+   matching of a gradient background does) are not the object, and far from it they would dominate the
+   higher moments of step 4.
 4. Area = sum of alpha, centroid = alpha-weighted mean position, orientation from the complex moment
    of the shape's symmetry order ``k`` (``arg(sum alpha * (z - c)^k) / k``), accumulated frame to frame.
 
@@ -22,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from kornia.contrib import connected_components
 
 from . import codec, world
 
@@ -94,8 +98,22 @@ class FrameMeasure:
     alpha: np.ndarray  # [H, W] coverage
 
 
-def measure_frame(img: np.ndarray, order: int) -> FrameMeasure:
-    """Measure the object in one ``[H, W, 3]`` frame in 0..1 (``order``: symmetry order for the angle)."""
+def _largest_region(alpha: np.ndarray) -> np.ndarray:
+    """``alpha`` with every 8-connected region of nonzero coverage but the one of largest total coverage
+    set to zero (exact labelling: as many propagation steps as pixels)."""
+    support = torch.from_numpy(alpha > 0)[None, None].float()
+    labels = connected_components(support, num_iterations=alpha.size)[0, 0].numpy()
+    if not labels.any():
+        return alpha
+    ids, where = np.unique(labels, return_inverse=True)
+    mass = np.bincount(where.ravel(), weights=alpha.ravel())
+    mass[ids == 0] = -1.0  # the uncovered background is no region
+    return np.where(labels == ids[int(np.argmax(mass))], alpha, 0.0)
+
+
+def measure_frame(img: np.ndarray, order: int, all_regions: bool = False) -> FrameMeasure:
+    """Measure the object in one ``[H, W, 3]`` frame in 0..1 (``order``: symmetry order for the angle).
+    ``all_regions`` keeps every covered region instead of the largest (to count what lies elsewhere)."""
     bg = _background(img)
     diff = img - bg
     dist = np.linalg.norm(diff, axis=2)
@@ -107,6 +125,8 @@ def measure_frame(img: np.ndarray, order: int) -> FrameMeasure:
     contrast = colour[None, None] - bg
     alpha = (diff * contrast).sum(2) / np.maximum((contrast ** 2).sum(2), 1e-6)
     alpha = np.where(dist >= NOISE_FLOOR, alpha.clip(0, 1), 0.0)
+    if not all_regions:
+        alpha = _largest_region(alpha)
     area = float(alpha.sum())
     yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]] + 0.5
     cx, cy = float((alpha * xx).sum() / area), float((alpha * yy).sum() / area)
