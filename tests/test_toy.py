@@ -110,6 +110,21 @@ def test_tracker_ignores_specks_scattered_over_the_background():
     assert np.abs(noisy.cx - clean.cx).max() < 0.5 and tracking.motion_ok(noisy, "rotate")
 
 
+def test_largest_region_is_the_same_with_the_old_kornia_labelling():
+    """kornia < 0.9 has no union-find labelling; its max-pool one, run for as many steps as pixels, must keep
+    the same region (what the tracker does there)."""
+    from kornia.contrib import connected_components
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        alpha = rng.random((32, 32)) * (rng.random((32, 32)) < 0.45)
+        labels = connected_components(torch.from_numpy(alpha > 0)[None, None].float(), num_iterations=1024)[0, 0]
+        kept = tracking._largest_region(alpha) > 0
+        assert kept.any() and len(set(labels.numpy()[kept].tolist())) == 1
+        ids = labels.unique()[1:]
+        masses = [alpha[(labels == i).numpy()].sum() for i in ids]
+        assert np.isclose(alpha[kept].sum(), max(masses))
+
+
 # ------------------------------------------------------------------------------------------ pipeline
 def test_reduced_pipeline_end_to_end(tmp_path):
     """Stage 1 (tiny UNet, 3 steps) -> files -> stage 2 with the real trainer (2 steps, 4 frames) -> motion

@@ -25,9 +25,16 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from kornia.contrib import connected_components
 
 from . import codec, world
+
+try:  # exact labelling until convergence (kornia >= 0.9)
+    from kornia.contrib import connected_components_union_find as _label_regions
+except ImportError:  # older kornia: max-pool propagation, exact with as many steps as pixels (slower)
+    from kornia.contrib import connected_components
+
+    def _label_regions(mask: torch.Tensor) -> torch.Tensor:
+        return connected_components(mask, num_iterations=mask.shape[-2] * mask.shape[-1])
 
 BORDER = 2
 NOISE_FLOOR = 0.12  # colour distance (0..1 RGB) below which a pixel is background
@@ -100,9 +107,8 @@ class FrameMeasure:
 
 def _largest_region(alpha: np.ndarray) -> np.ndarray:
     """``alpha`` with every 8-connected region of nonzero coverage but the one of largest total coverage
-    set to zero (exact labelling: as many propagation steps as pixels)."""
-    support = torch.from_numpy(alpha > 0)[None, None].float()
-    labels = connected_components(support, num_iterations=alpha.size)[0, 0].numpy()
+    set to zero."""
+    labels = _label_regions(torch.from_numpy(alpha > 0)[None, None].float())[0, 0].numpy()
     if not labels.any():
         return alpha
     ids, where = np.unique(labels, return_inverse=True)
