@@ -109,11 +109,9 @@ def _largest_region(alpha: np.ndarray) -> np.ndarray:
     """``alpha`` with every 8-connected region of nonzero coverage but the one of largest total coverage
     set to zero."""
     labels = _label_regions(torch.from_numpy(alpha > 0)[None, None].float())[0, 0].numpy()
-    if not labels.any():
-        return alpha
     ids, where = np.unique(labels, return_inverse=True)
     mass = np.bincount(where.ravel(), weights=alpha.ravel())
-    mass[ids == 0] = -1.0  # the uncovered background is no region
+    mass[ids == 0] = -1.0  # the uncovered background is no region (an empty frame keeps its all-zero alpha)
     return np.where(labels == ids[int(np.argmax(mass))], alpha, 0.0)
 
 
